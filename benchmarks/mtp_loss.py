@@ -1,0 +1,98 @@
+"""Chunked fused MTP loss vs the naive full-logits reference: peak memory and wall time.
+
+Each variant runs in its own fresh subprocess, because torch's CPU allocations are invisible
+to tracemalloc and a process's peak RSS never goes down: sharing a process would let one
+variant's peak hide the other's. Peak = max RSS over the runs minus the RSS just before the
+first loss call, so inputs and parameters (identical for both) are not counted.
+
+    PYTHONPATH=src python benchmarks/mtp_loss.py [--small] [--chunk-size N] [--threads N]
+
+The last line is ``ratio_peak_memory=<chunked/naive> ratio_time=<chunked/naive>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def _worker(args: argparse.Namespace) -> None:
+    import torch
+
+    from weighted_mtp.losses.mtp_loss import mtp_cross_entropy
+    from weighted_mtp.losses.reference import naive_mtp_cross_entropy
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    B, S, K, V, D = args.batch, args.seq, args.heads, args.vocab, args.dim
+    hidden = [torch.randn(B, S, D).requires_grad_() for _ in range(K)]
+    weight = (torch.randn(V, D) * D**-0.5).requires_grad_()
+    labels = torch.randint(0, V, (B, S))  # all valid: the chunked loss gets no free skipped rows
+    weights = torch.rand(B, S, K)
+    fn = mtp_cross_entropy if args.worker == "chunked" else naive_mtp_cross_entropy
+
+    def step() -> float:
+        for t in [*hidden, weight]:
+            t.grad = None
+        t0 = time.perf_counter()
+        out = fn(hidden, weight, labels, weights, chunk_size=args.chunk_size)
+        out.loss.backward()
+        elapsed = time.perf_counter() - t0
+        del out
+        return elapsed
+
+    base = _rss_mb()
+    times = [step() for _ in range(args.repeats + 1)][1:]  # first run is the warm-up
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base  # ru_maxrss is KiB on Linux
+    print(json.dumps({"time": min(times), "peak_mb": peak, "threads": torch.get_num_threads()}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--small", action="store_true", help="quick run: B=2, S=256, V=8000")
+    p.add_argument("--chunk-size", type=int, default=2048)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--worker", choices=["chunked", "naive"], help=argparse.SUPPRESS)
+    for name, default in [("batch", 4), ("seq", 1024), ("heads", 4), ("vocab", 32000), ("dim", 512)]:
+        p.add_argument(f"--{name}", type=int, default=default, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return _worker(args)
+    if args.small:
+        args.batch, args.seq, args.vocab = 2, 256, 8000
+
+    results = {}
+    for variant in ("naive", "chunked"):
+        cmd = [sys.executable, __file__, "--worker", variant, *sys.argv[1:]]
+        if args.small:
+            cmd += ["--batch", str(args.batch), "--seq", str(args.seq), "--vocab", str(args.vocab)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    tokens = args.batch * args.seq
+    print(
+        f"B={args.batch} S={args.seq} K={args.heads} V={args.vocab} D={args.dim} fp32 fwd+bwd, "
+        f"chunk_size={args.chunk_size}, threads={results['naive']['threads']}, best of {args.repeats}"
+    )
+    print(f"{'variant':<8} {'time_s':>8} {'tokens/s':>10} {'peak_MB':>9}")
+    for name, r in results.items():
+        print(f"{name:<8} {r['time']:>8.3f} {tokens / r['time']:>10.0f} {r['peak_mb']:>9.1f}")
+    mem = results["chunked"]["peak_mb"] / results["naive"]["peak_mb"]
+    tim = results["chunked"]["time"] / results["naive"]["time"]
+    print(f"ratio_peak_memory={mem:.3f} ratio_time={tim:.3f}")
+
+
+if __name__ == "__main__":
+    main()

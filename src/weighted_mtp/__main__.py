@@ -1,0 +1,4 @@
+from weighted_mtp.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

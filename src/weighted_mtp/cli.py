@@ -1,0 +1,166 @@
+"""`wmtp`: the command line. Every user error (bad config key, malformed data line, missing
+file) ends as one line on stderr and exit status 2; bugs keep their traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from weighted_mtp.errors import WMTPError
+
+
+def _configs_root() -> Path:
+    """The repository's `configs/` (editable installs and checkouts), else one under the CWD."""
+    for base in [Path(__file__).resolve().parents[2], Path.cwd()]:
+        if (base / "configs" / "defaults.yaml").is_file():
+            return base / "configs"
+    raise WMTPError("cannot find configs/defaults.yaml (run from the repository or install it editable)")
+
+
+def _default_run_dir(name: str) -> Path:
+    return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_train(args) -> int:
+    from weighted_mtp.config import load_config
+    from weighted_mtp.training.loop import train
+
+    config_path = args.config
+    if config_path is None:
+        if args.resume is None:
+            raise WMTPError("wmtp train needs CONFIG (or --resume RUN_DIR to continue a run with its saved config)")
+        config_path = Path(args.resume) / "config.yaml"
+    cfg = load_config(config_path, args.override)
+    if args.dry_run:
+        print(f"config OK: {config_path} (stage={cfg.experiment.stage}, name={cfg.experiment.name})")
+        return 0
+    run_dir = Path(args.resume or args.output_dir or _default_run_dir(cfg.experiment.name))
+    result = train(cfg, run_dir, resume=args.resume is not None)
+    print(f"finished {result.steps} steps; final model: {result.final_dir}")
+    return 0
+
+
+def cmd_validate_config(args) -> int:
+    from weighted_mtp.config import load_config
+
+    for path in args.files:
+        cfg = load_config(path, args.override)
+        print(f"{path}: OK (stage={cfg.experiment.stage})")
+    return 0
+
+
+def cmd_data_prepare(args) -> int:
+    from weighted_mtp.data.prepare import prepare
+
+    stats = prepare(args.source, args.input, args.output)
+    print(f"wrote {args.output}: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
+    return 0
+
+
+def cmd_data_index(args) -> int:
+    from weighted_mtp.data.jsonl_index import JsonlIndex
+
+    for path in args.files:
+        index = JsonlIndex.load_or_build(path)
+        print(f"{path}: {len(index)} rows, {index.n_problems} problems, {int(index.is_correct.sum())} correct")
+    return 0
+
+
+def cmd_data_embedded(args) -> int:
+    from weighted_mtp.data.embedded import build_embedded_dataset
+
+    paths = build_embedded_dataset(args.output_dir, seed=args.seed, n_problems=args.n_problems)
+    for split, path in paths.items():
+        print(f"{split}: {path}")
+    return 0
+
+
+def cmd_models_import_meta(args) -> int:
+    from weighted_mtp.models.meta_import import import_meta_mtp
+
+    out = import_meta_mtp(args.src, args.out)
+    print(f"imported {args.src} -> {out}")
+    return 0
+
+
+def cmd_models_micro(args) -> int:
+    from weighted_mtp.models.micro import ensure_micro_model
+
+    print(ensure_micro_model())
+    return 0
+
+
+def cmd_quickstart(args) -> int:
+    from weighted_mtp.quickstart import run_quickstart
+
+    run_quickstart(Path(args.output_dir), _configs_root(), steps=args.max_steps)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wmtp", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="run the training loop on a config")
+    t.add_argument("config", nargs="?", type=Path)
+    t.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--output-dir", type=Path, help="the run directory (default runs/<name>-<time>)")
+    t.add_argument("--dry-run", action="store_true", help="load and validate the config, then stop")
+    t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    t.set_defaults(func=cmd_train)
+
+    v = sub.add_parser("validate-config", help="check config files against the schema")
+    v.add_argument("files", nargs="+", type=Path)
+    v.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
+    v.set_defaults(func=cmd_validate_config)
+
+    d = sub.add_parser("data", help="data preparation").add_subparsers(dest="data_command", required=True)
+    dp = d.add_parser("prepare", help="convert CodeContests / MBPP / HumanEval files into the processed schema")
+    dp.add_argument("--source", required=True, choices=["codecontests", "mbpp", "humaneval"])
+    dp.add_argument("input", type=Path)
+    dp.add_argument("output", type=Path)
+    dp.set_defaults(func=cmd_data_prepare)
+    di = d.add_parser("index", help="build (or check) the sidecar index of processed JSONL files")
+    di.add_argument("files", nargs="+", type=Path)
+    di.set_defaults(func=cmd_data_index)
+    de = d.add_parser("embedded", help="write the embedded verifiable Python problems")
+    de.add_argument("--output-dir", type=Path, required=True)
+    de.add_argument("--seed", type=int, default=0)
+    de.add_argument("--n-problems", type=int, default=2000)
+    de.set_defaults(func=cmd_data_embedded)
+
+    m = sub.add_parser("models", help="model import and the embedded micro model").add_subparsers(
+        dest="models_command", required=True)
+    mi = m.add_parser("import-meta", help="convert Meta's multi-token-prediction checkpoint into an MTP export")
+    mi.add_argument("src", type=Path)
+    mi.add_argument("out", type=Path)
+    mi.set_defaults(func=cmd_models_import_meta)
+    mm = m.add_parser("micro", help="build (or find) the cached micro model and print its directory")
+    mm.set_defaults(func=cmd_models_micro)
+
+    q = sub.add_parser("quickstart", help="build the micro model and data, train the baseline, summarise")
+    q.add_argument("--output-dir", type=Path, default=Path("runs/quickstart"))
+    q.add_argument("--max-steps", type=int, default=None, help="shorter run (tests)")
+    q.set_defaults(func=cmd_quickstart)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except WMTPError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The typed config schema. Every key a YAML file may set is a field here, and every field is read
+somewhere: a key that is not here is an error (see `load.py`), so a typo can never silently fall
+back to a default. Key names follow the seeds' configs (`models.policy.*`, `dataset.*`,
+`data_sampling.*`, `training.*`, `checkpoint.*`, `runtime.*`, `mlflow.*`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"
+    # The objective the one training loop runs (see `weighted_mtp.objectives.OBJECTIVES`).
+    stage: str = "baseline"
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PolicyModelConfig:
+    # A local HF model directory (plain HF or an MTP export), or `embedded:micro-llama`, the
+    # Llama-style micro model built locally from a config on first use.
+    path: str = "embedded:micro-llama"
+    # Defaults to `path`.
+    tokenizer_path: Optional[str] = None
+    name: str = ""
+    # K: head 1 is the LM's own last block; heads 2..K are copies of it.
+    n_future_tokens: int = 4
+    # Parameter dtype at load time. Mixed precision is `training.mixed_precision`.
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+@dataclass
+class ModelsConfig:
+    policy: PolicyModelConfig = field(default_factory=PolicyModelConfig)
+
+
+@dataclass
+class EmbeddedDataConfig:
+    seed: int = 0
+    n_problems: int = 2000
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "embedded"
+    # A JSONL file in the processed schema, or `embedded:<split>` (train/valid/test).
+    train: str = "embedded:train"
+    validation: str = "embedded:valid"
+    max_length: int = 512
+    embedded: EmbeddedDataConfig = field(default_factory=EmbeddedDataConfig)
+
+
+@dataclass
+class CurriculumStage:
+    # Training progress in (0, 1] up to which these difficulty weights apply.
+    until: float = 1.0
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class DataSamplingConfig:
+    seed: int = 42
+    n_samples: int = 2000
+    val_n_samples: int = 200
+    # SFT objectives train on correct solutions only.
+    correct_only: bool = True
+    # Fraction of correct rows when not correct_only (None keeps the file's natural mix).
+    correct_ratio: Optional[float] = None
+    # Inclusive [lo, hi] difficulty ranges and their sampling weights.
+    difficulty_bins: dict[str, list[int]] = field(default_factory=lambda: {"all": [0, 1000]})
+    difficulty_weights: dict[str, float] = field(default_factory=lambda: {"all": 1.0})
+    curriculum: list[CurriculumStage] = field(default_factory=list)
+    # Pair sampling (critic and pairwise objectives).
+    use_pairwise: bool = False
+    max_pairs_per_problem: int = 8
+    length_bins: Optional[list[int]] = None
+
+
+@dataclass
+class LRSchedulerConfig:
+    type: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = 0.05
+    min_lr_ratio: float = 0.1
+
+
+@dataclass
+class LossConfig:
+    # token_mean: sum(w * CE) / n_targets per head; weight_mean: sum(w * CE) / sum(w) per head.
+    normalization: Literal["token_mean", "weight_mean"] = "token_mean"
+    # Rows per fused unembedding + CE chunk: the largest logits tensor is [chunk_size, vocab].
+    chunk_size: int = 1024
+
+
+@dataclass
+class TrainingConfig:
+    n_epochs: float = 1.0
+    # When set, overrides n_epochs.
+    max_steps: Optional[int] = None
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1.0e-3
+    # Per-group learning rates; None means `learning_rate`.
+    trunk_learning_rate: Optional[float] = None
+    heads_learning_rate: Optional[float] = None
+    value_head_learning_rate: Optional[float] = None
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    max_grad_norm: float = 1.0
+    lr_scheduler: LRSchedulerConfig = field(default_factory=LRSchedulerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    mixed_precision: Literal["fp32", "bf16"] = "fp32"
+    # Optimizer steps between logging events.
+    log_interval: int = 10
+    # Validation every this fraction of an epoch (0 disables periodic validation; the end of
+    # training always validates).
+    eval_every: float = 0.25
+    # Batch size for validation (defaults to batch_size).
+    eval_batch_size: Optional[int] = None
+
+
+@dataclass
+class CheckpointConfig:
+    # Save every this fraction of an epoch (0 disables periodic checkpoints).
+    save_checkpoint_every: float = 0.5
+    save_total_limit: int = 2
+    save_best: bool = True
+    best_metric: str = "val/loss"
+    best_mode: Literal["min", "max"] = "min"
+    save_final: bool = True
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"
+    seed: int = 42
+    # torch intra-op threads (None keeps torch's default).
+    num_threads: Optional[int] = None
+
+
+@dataclass
+class MLflowConfig:
+    enabled: bool = True
+    # None: a local sqlite store inside the run directory.
+    tracking_uri: Optional[str] = None
+    experiment: str = "weighted-mtp"
+
+
+@dataclass
+class Config:
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    data_sampling: DataSamplingConfig = field(default_factory=DataSamplingConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig)

@@ -1,0 +1,196 @@
+"""Records -> padded tensors for SFT-style and pairwise objectives.
+
+Labels follow the HF convention: aligned with input_ids (the model or loss shifts them), -100
+wherever no loss should be taken. Every objective in the project weights *response* tokens, so
+the prompt/response boundary must be exact; that is why prompt and response are tokenized
+separately and concatenated, instead of tokenizing the joined text and guessing where the
+response starts (BPE merges across the boundary would move it)."""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from weighted_mtp.data.records import Record
+from weighted_mtp.errors import ConfigError
+
+IGNORE_INDEX = -100
+
+ALPACA_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+)
+ALPACA_PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+
+
+def format_prompt(record: Record) -> str:
+    """Alpaca template, as used by the project we replace, so its checkpoints see the prompts
+    they were trained on. A blank `input` selects the template without an Input section."""
+    if record.input.strip():
+        return ALPACA_PROMPT_WITH_INPUT.format(instruction=record.instruction, input=record.input)
+    return ALPACA_PROMPT.format(instruction=record.instruction)
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool
+
+
+_PREFIX_CACHE: "weakref.WeakKeyDictionary[Any, list[int]]" = weakref.WeakKeyDictionary()
+
+
+def special_prefix(tokenizer: Any) -> list[int]:
+    """The special tokens the tokenizer itself puts before text (Llama's BOS; nothing for
+    GPT-2 or Qwen). Found by probing rather than reading `bos_token_id`, because many
+    tokenizers define a BOS they never add. Suffix tokens some tokenizers append (an EOS with
+    `add_eos_token`) are deliberately not kept: the prompt must not end the sequence."""
+    try:
+        return _PREFIX_CACHE[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    probe = "Hello world"
+    with_special = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    prefix: list[int] = []
+    for start in range(len(with_special) - len(plain) + 1):
+        if with_special[start:start + len(plain)] == plain:
+            prefix = list(with_special[:start])
+            break
+    try:
+        _PREFIX_CACHE[tokenizer] = prefix
+    except TypeError:
+        pass
+    return prefix
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """Padding is masked out everywhere, so any id works; EOS is the usual stand-in for
+    causal-LM tokenizers that ship without a pad token."""
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    return eos_token_id(tokenizer)
+
+
+def eos_token_id(tokenizer: Any) -> int:
+    if tokenizer.eos_token_id is None:
+        raise ConfigError("tokenizer has no eos_token; responses must end with one so the model learns to stop")
+    return int(tokenizer.eos_token_id)
+
+
+def _assemble(prefix: list[int], prompt: list[int], response: list[int], eos: int,
+              max_length: int) -> TokenizedExample:
+    """Truncation policy: cut the end of the response first. If the prompt alone does not fit,
+    keep the special prefix and the prompt's *last* tokens (the part right before the response,
+    e.g. the "### Response:" header) so that exactly one response token remains: the row still
+    contributes a target instead of becoming all -100, which some losses divide by."""
+    response = response + [eos]
+    n_prompt = len(prefix) + len(prompt)
+    truncated = n_prompt + len(response) > max_length
+    if truncated:
+        if n_prompt < max_length:
+            response = response[: max_length - n_prompt]
+        else:
+            keep = max_length - 1 - len(prefix)
+            prompt = prompt[len(prompt) - keep:] if keep > 0 else []
+            response = response[:1]
+    head = prefix + prompt
+    return TokenizedExample(
+        input_ids=head + response,
+        labels=[IGNORE_INDEX] * len(head) + response,
+        truncated=truncated,
+    )
+
+
+def _check_max_length(tokenizer: Any, max_length: int) -> None:
+    if max_length < len(special_prefix(tokenizer)) + 2:
+        raise ConfigError(f"max_length {max_length} leaves no room for a prompt token and a response token")
+
+
+def tokenize_batch(tokenizer: Any, records: Sequence[Record], max_length: int) -> list[TokenizedExample]:
+    """Batched form of `tokenize_example` (one tokenizer call for prompts, one for responses)."""
+    _check_max_length(tokenizer, max_length)
+    prefix = special_prefix(tokenizer)
+    eos = eos_token_id(tokenizer)
+    prompts = tokenizer([format_prompt(r) for r in records], add_special_tokens=False, verbose=False)["input_ids"]
+    responses = tokenizer([r.output for r in records], add_special_tokens=False, verbose=False)["input_ids"]
+    return [_assemble(prefix, list(p), list(r), eos, max_length) for p, r in zip(prompts, responses)]
+
+
+def tokenize_example(tokenizer: Any, record: Record, max_length: int) -> TokenizedExample:
+    return tokenize_batch(tokenizer, [record], max_length)[0]
+
+
+def _pad(examples: Sequence[TokenizedExample], length: int, pad_id: int) -> dict[str, torch.Tensor]:
+    n = len(examples)
+    input_ids = torch.full((n, length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((n, length), dtype=torch.long)
+    labels = torch.full((n, length), IGNORE_INDEX, dtype=torch.long)
+    for i, ex in enumerate(examples):
+        k = len(ex.input_ids)
+        input_ids[i, :k] = torch.tensor(ex.input_ids, dtype=torch.long)
+        attention_mask[i, :k] = 1
+        labels[i, :k] = torch.tensor(ex.labels, dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+class _Collator:
+    def __init__(self, tokenizer: Any, max_length: int, pad_to_multiple_of: int | None = None):
+        if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
+            raise ConfigError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
+        _check_max_length(tokenizer, max_length)
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.pad_id = pad_token_id(tokenizer)
+
+    def _length(self, longest: int) -> int:
+        """Dynamic padding: the batch's longest row, rounded up for tensor-core friendly shapes
+        but never past max_length (rows are already at most max_length long)."""
+        if self.pad_to_multiple_of:
+            m = self.pad_to_multiple_of
+            return max(longest, min(math.ceil(longest / m) * m, self.max_length))
+        return longest
+
+
+class SFTCollator(_Collator):
+    """Batch of Records -> input_ids / attention_mask / labels [B, L], is_correct [B] and the
+    number of truncated rows (logged, so a too-small max_length shows up in the metrics)."""
+
+    def __call__(self, records: Sequence[Record]) -> dict[str, Any]:
+        if not records:
+            raise ValueError("SFTCollator got an empty batch")
+        examples = tokenize_batch(self.tokenizer, records, self.max_length)
+        batch: dict[str, Any] = _pad(examples, self._length(max(len(e.input_ids) for e in examples)), self.pad_id)
+        batch["is_correct"] = torch.tensor([r.is_correct for r in records], dtype=torch.bool)
+        batch["n_truncated"] = sum(e.truncated for e in examples)
+        return batch
+
+
+class PairwiseCollator(_Collator):
+    """Batch of (correct, incorrect) Record pairs -> pos_* and neg_* tensors.
+
+    Both sides are padded to one common length (the longest row on either side) so a model can
+    score them in a single forward pass on torch.cat([pos, neg]); the extra padding is masked."""
+
+    def __call__(self, pairs: Sequence[tuple[Record, Record]]) -> dict[str, Any]:
+        if not pairs:
+            raise ValueError("PairwiseCollator got an empty batch")
+        examples = tokenize_batch(self.tokenizer, [p for p, _ in pairs] + [n for _, n in pairs], self.max_length)
+        pos, neg = examples[: len(pairs)], examples[len(pairs):]
+        length = self._length(max(len(e.input_ids) for e in examples))
+        batch: dict[str, Any] = {}
+        for side, exs in (("pos", pos), ("neg", neg)):
+            for key, tensor in _pad(exs, length, self.pad_id).items():
+                batch[f"{side}_{key}"] = tensor
+        batch["n_truncated"] = sum(e.truncated for e in examples)
+        return batch

@@ -1,0 +1,150 @@
+"""Meta-style multi-token prediction on any HF causal LM.
+
+Head 1 is the LM's own last decoder block, so the wrapped model is still a plain HF model for
+`generate`, evaluation and serving. Heads 2..K are extra decoder blocks initialised as copies of
+the last block; every head reads the hidden state that enters the last block (the trunk output)
+and shares the final norm and the unembedding (Gloeckle et al., 2024). The forward pass returns
+per-head hidden states, never logits: the loss fuses the unembedding with the cross-entropy in
+chunks, so [batch, seq, heads, vocab] logits never exist.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from weighted_mtp.errors import WMTPError
+from weighted_mtp.models.hf_layout import find_layout
+
+HEADS_FILE = "mtp_heads.safetensors"
+MTP_CONFIG_FILE = "mtp_config.json"
+MTP_FORMAT = "weighted_mtp.parallel_heads"
+
+
+@dataclass
+class MTPOutput:
+    """head_hidden[k-1]: [B, S, D], head k's hidden state after the shared final norm; head k at
+    position t predicts token t+k. trunk_hidden: [B, S, D], the hidden state entering the heads."""
+
+    head_hidden: list[Tensor]
+    trunk_hidden: Tensor
+
+
+class MTPModel(nn.Module):
+    def __init__(self, lm: nn.Module, n_future_tokens: int, extra_heads: nn.ModuleList | None = None):
+        super().__init__()
+        if n_future_tokens < 1:
+            raise WMTPError(f"n_future_tokens must be >= 1, got {n_future_tokens}")
+        self.lm = lm
+        self.n_future_tokens = n_future_tokens
+        layout = find_layout(lm)
+        if extra_heads is None:
+            extra_heads = nn.ModuleList(copy.deepcopy(layout.layers[-1]) for _ in range(n_future_tokens - 1))
+        if len(extra_heads) != n_future_tokens - 1:
+            raise WMTPError(f"expected {n_future_tokens - 1} extra heads, got {len(extra_heads)}")
+        self.extra_heads = extra_heads
+        self._captured: tuple[tuple, dict] | None = None
+        self._capturing = False
+        layout.layers[-1].register_forward_pre_hook(self._capture_last_block_inputs, with_kwargs=True)
+
+    @property
+    def config(self):
+        return self.lm.config
+
+    @property
+    def unembedding(self) -> nn.Module:
+        return self.lm.get_output_embeddings()
+
+    @property
+    def hidden_size(self) -> int:
+        return self.unembedding.weight.shape[1]
+
+    def _capture_last_block_inputs(self, module, args, kwargs):
+        # The last block's call carries everything a block needs (masks, rotary embeddings,
+        # position ids) in each architecture's own convention; the extra heads reuse it as is.
+        if self._capturing:
+            self._captured = (args, kwargs)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> MTPOutput:
+        layout = find_layout(self.lm)
+        self._captured, self._capturing = None, True
+        try:
+            out = layout.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, return_dict=True)
+        finally:
+            self._capturing = False
+        if self._captured is None:
+            raise WMTPError("the last decoder block was not called; cannot attach MTP heads")
+        args, kwargs = self._captured
+        self._captured = None
+        if args:
+            trunk, rest_args, rest_kwargs = args[0], args[1:], kwargs
+        else:
+            trunk, rest_args = kwargs["hidden_states"], ()
+            rest_kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        heads = [out.last_hidden_state]
+        for head in self.extra_heads:
+            h = head(trunk, *rest_args, **rest_kwargs)
+            if isinstance(h, tuple):
+                h = h[0]
+            heads.append(layout.final_norm(h))
+        return MTPOutput(head_hidden=heads, trunk_hidden=trunk)
+
+    def head_logits(self, hidden: Tensor) -> Tensor:
+        """Logits for one head's hidden state; for evaluation on short inputs, never for training."""
+        return self.unembedding(hidden)
+
+    # ---- persistence -------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
+        """An HF-loadable directory (`AutoModelForCausalLM.from_pretrained` gives head 1) plus
+        the extra heads in `mtp_heads.safetensors` and `mtp_config.json`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.lm.save_pretrained(directory, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory)
+        state = {f"extra_heads.{k}": v.detach().contiguous().cpu() for k, v in self.extra_heads.state_dict().items()}
+        if state:
+            save_file(state, directory / HEADS_FILE)
+        meta = {"format": MTP_FORMAT, "version": 1, "n_future_tokens": self.n_future_tokens,
+                "heads_initialised_from": "last_decoder_block"}
+        (directory / MTP_CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, n_future_tokens: int | None = None,
+                        dtype: torch.dtype = torch.float32) -> "MTPModel":
+        """Loads an MTP export exactly, or a plain HF causal LM with fresh heads copied from its
+        last block. Asking for a different K than a saved export has is an error."""
+        from transformers import AutoModelForCausalLM
+
+        directory = Path(directory)
+        if not (directory / "config.json").is_file():
+            raise WMTPError(f"{directory}: not an HF model directory (no config.json)")
+        lm = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+        meta_path = directory / MTP_CONFIG_FILE
+        if not meta_path.is_file():
+            return cls(lm, n_future_tokens or 1)
+        meta = json.loads(meta_path.read_text())
+        saved_k = int(meta["n_future_tokens"])
+        if n_future_tokens is not None and n_future_tokens != saved_k:
+            raise WMTPError(
+                f"{directory} has {saved_k} MTP heads but models.policy.n_future_tokens={n_future_tokens}"
+            )
+        model = cls(lm, saved_k)
+        if saved_k > 1:
+            state = load_file(directory / HEADS_FILE)
+            prefix = "extra_heads."
+            head_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            missing, unexpected = model.extra_heads.load_state_dict(head_state, strict=False)
+            if missing or unexpected:
+                raise WMTPError(
+                    f"{directory / HEADS_FILE}: missing keys {missing[:3]}, unexpected keys {unexpected[:3]}"
+                )
+            model.extra_heads.to(dtype)
+        return model

@@ -1,0 +1,256 @@
+"""The one training loop. Every method is an objective (loss + metrics) run by this loop;
+nothing here knows which method it runs.
+
+Per optimizer step: `gradient_accumulation_steps` micro-batches (forward, finite check,
+backward), clipping, AdamW, schedule. Periodic validation and checkpoints at fractions of an
+epoch, `--resume` that restores the exact position (model, optimizer, scheduler, data position,
+RNG), and an HF-loadable export of the final model in `<run dir>/final/`."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from weighted_mtp.config import Config, config_to_dict
+from weighted_mtp.data.collate import PairwiseCollator, SFTCollator
+from weighted_mtp.errors import TrainingError, WMTPError
+from weighted_mtp.models.load import DTYPES, load_policy, load_tokenizer
+from weighted_mtp.models.mtp import MTPModel
+from weighted_mtp.objectives import OBJECTIVES
+from weighted_mtp.training import checkpoint as ckpt
+from weighted_mtp.training.data_feed import BatchFeed, load_split
+from weighted_mtp.training.optim import build_optimizer, build_scheduler
+from weighted_mtp.training.resources import peak_memory_mb
+from weighted_mtp.training.tracking import MetricLogger
+from weighted_mtp.training.validation import run_validation
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    final_dir: Path | None
+    last_train: dict[str, float] = field(default_factory=dict)
+    last_val: dict[str, float] = field(default_factory=dict)
+    tokens_per_s: float = 0.0
+    peak_memory_mb: float = 0.0
+    tracking_uri: str = ""
+    best_checkpoint: Path | None = None
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.random.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _every(fraction: float, steps_per_epoch: int) -> int:
+    return 0 if fraction <= 0 else max(1, round(fraction * steps_per_epoch))
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _autocast(cfg: Config, device: torch.device):
+    if cfg.training.mixed_precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progress: bool = True) -> TrainResult:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t, c = cfg.training, cfg.checkpoint
+    if cfg.runtime.num_threads:
+        torch.set_num_threads(cfg.runtime.num_threads)
+    device = _device(cfg.runtime.device)
+    _seed_everything(cfg.runtime.seed)
+
+    resume_from = ckpt.latest_checkpoint(run_dir) if resume else None
+    if resume and resume_from is None:
+        raise WMTPError(f"--resume {run_dir}: no complete checkpoint under {run_dir / ckpt.CHECKPOINT_DIR}")
+    if not resume and ckpt.list_checkpoints(run_dir):
+        raise WMTPError(f"{run_dir} already holds checkpoints; pass --resume {run_dir} or choose another --output-dir")
+
+    objective = OBJECTIVES[cfg.experiment.stage](cfg)
+    pairwise = objective.batch_kind == "pairwise"
+    # Data first: a malformed file fails in seconds, before any model is loaded.
+    first_span = min(1.0, 1.0 / max(1.0, t.n_epochs))
+    train_split = load_split(cfg, "train", pairwise, progress_end=first_span)
+    val_split = load_split(cfg, "validation", pairwise) if cfg.data_sampling.val_n_samples > 0 else None
+    if resume_from is None:
+        model, tokenizer, model_path = load_policy(cfg)
+    else:
+        model_path = resume_from / ckpt.MODEL_SUBDIR
+        model = MTPModel.from_pretrained(model_path, n_future_tokens=cfg.models.policy.n_future_tokens,
+                                         dtype=DTYPES[cfg.models.policy.dtype])
+        tokenizer = load_tokenizer(model_path)
+    model.to(device)
+
+    collator_cls = PairwiseCollator if pairwise else SFTCollator
+    collate = collator_cls(tokenizer, cfg.dataset.max_length)
+    feed = BatchFeed(cfg, train_split, t.batch_size, pairwise, t.n_epochs)
+
+    steps_per_epoch = max(1, math.ceil(feed.batches_per_epoch / t.gradient_accumulation_steps))
+    total_steps = t.max_steps or max(1, math.ceil(t.n_epochs * steps_per_epoch))
+    eval_every = _every(t.eval_every, steps_per_epoch)
+    save_every = _every(c.save_checkpoint_every, steps_per_epoch)
+
+    optimizer = build_optimizer(model, t, objective.extra_parameters())
+    scheduler = build_scheduler(optimizer, t, total_steps)
+    step, best = 0, None
+    if resume_from is not None:
+        state = ckpt.load_trainer_state(resume_from)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        feed.load_state_dict(state["feed"])
+        objective.load_state_dict(state["objective"])
+        step, best = state["step"], state["best"]
+        _set_rng_state(state["rng"])
+
+    (run_dir / "config.yaml").write_text(_dump_yaml(config_to_dict(cfg)))
+    logger = MetricLogger(run_dir, mlflow_enabled=cfg.mlflow.enabled, tracking_uri=cfg.mlflow.tracking_uri,
+                          experiment=cfg.mlflow.experiment, run_name=cfg.experiment.name,
+                          params=config_to_dict(cfg), resume=resume_from is not None)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"run directory: {run_dir}")
+    print(f"model: {model_path} ({n_params / 1e6:.2f}M parameters, K={model.n_future_tokens}) on {device}")
+    print(f"data: {len(train_split.items)} train items from {train_split.path}"
+          + (f", {len(val_split.items)} validation items" if val_split else "")
+          + f"; {total_steps} optimizer steps" + (f", resuming at step {step}" if resume_from else ""))
+
+    result = TrainResult(run_dir=run_dir, steps=step, final_dir=None, tracking_uri=logger.tracking_uri)
+    interval: dict[str, list[torch.Tensor]] = {}
+    interval_tokens, interval_start, n_truncated = 0, time.perf_counter(), 0
+    run_tokens, run_time = 0, 0.0
+    progress = tqdm(total=total_steps, initial=step, disable=not show_progress, dynamic_ncols=True, desc="train")
+    status = "FAILED"
+    try:
+        model.train()
+        while step < total_steps:
+            for _ in range(t.gradient_accumulation_steps):
+                batch = collate(feed.next_batch())
+                n_truncated += batch.pop("n_truncated", 0)
+                batch = _to_device(batch, device)
+                with _autocast(cfg, device):
+                    out = objective(model, batch, training=True)
+                if not torch.isfinite(out.loss):
+                    last = ckpt.latest_checkpoint(run_dir)
+                    raise TrainingError(
+                        f"non-finite loss ({out.loss.item()}) at step {step + 1}; stopped without saving. "
+                        f"Last good checkpoint: {last if last else 'none'}"
+                    )
+                (out.loss / t.gradient_accumulation_steps).backward()
+                for name, value in out.metrics.items():
+                    interval.setdefault(name, []).append(value.detach().float())
+                interval_tokens += int(sum(v.sum() for k, v in batch.items() if k.endswith("attention_mask")))
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            interval.setdefault("grad_norm", []).append(grad_norm.detach().float())
+            progress.update(1)
+
+            if step % t.log_interval == 0 or step == total_steps:
+                elapsed = time.perf_counter() - interval_start
+                run_tokens, run_time = run_tokens + interval_tokens, run_time + elapsed
+                train_metrics = {f"train/{k}": torch.stack(v).nanmean().item() for k, v in interval.items()}
+                train_metrics.update({"train/lr": lr, "train/tokens_per_s": interval_tokens / max(elapsed, 1e-9),
+                                      "train/n_truncated": float(n_truncated), "train/epoch": step / steps_per_epoch,
+                                      "train/peak_memory_mb": peak_memory_mb(device)})
+                logger.log(step, train_metrics)
+                result.last_train = train_metrics
+                progress.set_postfix(loss=f"{train_metrics.get('train/loss', float('nan')):.3f}",
+                                     tok_s=f"{train_metrics['train/tokens_per_s']:.0f}")
+                interval, interval_tokens, n_truncated = {}, 0, 0
+                interval_start = time.perf_counter()
+
+            is_last = step == total_steps
+            if val_split is not None and ((eval_every and step % eval_every == 0) or is_last):
+                pause = time.perf_counter()
+                val = run_validation(model, objective, val_split.items, collator_cls(tokenizer, cfg.dataset.max_length),
+                                     t.eval_batch_size or t.batch_size, device, lambda: _autocast(cfg, device))
+                logger.log(step, val)
+                result.last_val = val
+                metric = val.get(c.best_metric)
+                if metric is not None and math.isfinite(metric) and (
+                    best is None or (metric < best["value"] if c.best_mode == "min" else metric > best["value"])
+                ):
+                    best = {"value": metric, "step": step}
+                interval_start += time.perf_counter() - pause  # validation time is not training throughput
+            if (save_every and step % save_every == 0) or (is_last and c.save_final):
+                state = {"step": step, "best": best, "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "feed": feed.state_dict(),
+                         "objective": objective.state_dict(), "rng": _rng_state()}
+                saved = ckpt.save_checkpoint(run_dir, step, model, tokenizer, state)
+                if c.save_best and best is not None and best["step"] == step:
+                    ckpt.mark_best(run_dir, saved)
+                ckpt.rotate_checkpoints(run_dir, c.save_total_limit)
+        if c.save_final:
+            result.final_dir = _export_final(run_dir, model, tokenizer)
+        status = "FINISHED"
+    finally:
+        progress.close()
+        logger.close(status)
+    result.steps = step
+    result.tokens_per_s = run_tokens / run_time if run_time > 0 else 0.0
+    result.peak_memory_mb = peak_memory_mb(device)
+    result.best_checkpoint = ckpt.best_checkpoint(run_dir)
+    print(f"run directory: {run_dir}")
+    return result
+
+
+def _export_final(run_dir: Path, model: MTPModel, tokenizer) -> Path:
+    """`final/` is replaced only once the new export is complete."""
+    final = run_dir / "final"
+    tmp = run_dir / "final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, tokenizer=tokenizer)
+    if final.exists():
+        old = run_dir / "final.old"
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+    return final
+
+
+def _dump_yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
