@@ -334,3 +334,4 @@ def test_output_is_atomic_and_overwrite_is_explicit(good):
     import_meta_mtp(src, out, overwrite=True)
     assert not (out / "keep.txt").exists() and (out / "config.json").is_file()
     assert sorted(x.name for x in tmp.iterdir()) == ["meta", "out"]  # no temp dirs left behind
+    assert (out.stat().st_mode & 0o777) == (tmp / "meta").stat().st_mode & 0o777  # not mkdtemp's 0700

@@ -17,6 +17,7 @@ tokenizer=PATH_OR_NONE, dtype="auto"|"float32"|"bfloat16", overwrite=False)`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -26,6 +27,8 @@ import torch
 from torch import Tensor
 
 from weighted_mtp.errors import WMTPError
+
+__all__ = ["import_meta_mtp", "permute_rotary", "ffn_hidden_size"]
 
 PARAMS_FILE = "params.json"
 IMPORT_INFO_FILE = "meta_import.json"
@@ -329,6 +332,9 @@ def import_meta_mtp(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the export should look like a plain mkdir
         model.save_pretrained(tmp, tokenizer=tokenizer)
         info = {"source": str(src.resolve()), "checkpoint": ckpt.name, "params": params,
                 "n_future_tokens": k, "dtype": str(target_dtype).removeprefix("torch.")}

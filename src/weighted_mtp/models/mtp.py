@@ -130,21 +130,36 @@ class MTPModel(nn.Module):
         meta_path = directory / MTP_CONFIG_FILE
         if not meta_path.is_file():
             return cls(lm, n_future_tokens or 1)
-        meta = json.loads(meta_path.read_text())
-        saved_k = int(meta["n_future_tokens"])
+        try:
+            meta = json.loads(meta_path.read_text())
+            saved_k = int(meta["n_future_tokens"])
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise WMTPError(f"{meta_path}: unreadable MTP config ({type(e).__name__}: {e})") from e
         if n_future_tokens is not None and n_future_tokens != saved_k:
             raise WMTPError(
                 f"{directory} has {saved_k} MTP heads but models.policy.n_future_tokens={n_future_tokens}"
             )
         model = cls(lm, saved_k)
         if saved_k > 1:
-            state = load_file(directory / HEADS_FILE)
+            heads_path = directory / HEADS_FILE
+            if not heads_path.is_file():
+                raise WMTPError(f"{heads_path}: not found, but {meta_path.name} declares {saved_k} MTP heads")
+            try:
+                state = load_file(heads_path)
+            except Exception as e:  # noqa: BLE001 - SafetensorError, OSError: a bad file, not a bug
+                raise WMTPError(f"{heads_path}: cannot read ({type(e).__name__}: {e})") from e
             prefix = "extra_heads."
             head_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            missing, unexpected = model.extra_heads.load_state_dict(head_state, strict=False)
+            other = [k for k in state if not k.startswith(prefix)]
+            try:
+                missing, unexpected = model.extra_heads.load_state_dict(head_state, strict=False)
+            except RuntimeError as e:  # size mismatches raise even with strict=False
+                raise WMTPError(f"{heads_path}: {e}") from e
+            unexpected = [prefix + k for k in unexpected] + other
             if missing or unexpected:
                 raise WMTPError(
-                    f"{directory / HEADS_FILE}: missing keys {missing[:3]}, unexpected keys {unexpected[:3]}"
+                    f"{heads_path}: missing keys {[prefix + k for k in missing][:3]}, "
+                    f"unexpected keys {unexpected[:3]}"
                 )
             model.extra_heads.to(dtype)
         return model

@@ -1,4 +1,4 @@
-"""Number-theory families: fizzbuzz variants, gcd, primes, digit sums, factorial, Fibonacci.
+"""Number-theory families: fizzbuzz variants, gcd/lcm, primes, digit sums.
 
 A few buggy variants loop forever on some input (gcd by subtraction with a zero, a digit loop
 that never shrinks n). They are drawn only sometimes, since each costs the verifier a timeout."""
@@ -312,7 +312,7 @@ def digit_sum(rng: random.Random) -> Problem:
     instr = instruction(rng, fn, [n], [
         "returns the sum of the decimal digits of the integer `{n}`; the sign of a negative number is ignored.",
         "adds up the digits of `{n}` (use the absolute value for negative numbers) and returns the total.",
-    ], v, ["digit sum of 0 is 0."])
+    ], v, ["The digit sum of 0 is 0."])
 
     def ref(m):
         return sum(int(c) for c in str(abs(m)))
@@ -368,119 +368,4 @@ def digit_sum(rng: random.Random) -> Problem:
     return problem("digit_sum", instr, fn, ref, cases, correct, buggy, v, 1)
 
 
-def factorial(rng: random.Random) -> Problem:
-    fn = rng.choice(["factorial", "fact", "product_up_to", "n_factorial"])
-    n = rng.choice(INT_ARGS)
-    v = dict(f=fn, n=n)
-    instr = instruction(rng, fn, [n], [
-        "returns `{n}`! (the product 1 * 2 * ... * `{n}`) for a non-negative integer `{n}`.",
-        "computes the factorial of the non-negative integer `{n}`.",
-    ], v, ["0! is 1."])
-    cases = [(0,), (1,), (2,), (5,), (rng.randint(6, 12),)]
-    correct = [
-        """
-        def $f($n):
-            result = 1
-            for i in range(2, $n + 1):
-                result *= i
-            return result
-        """,
-        """
-        def $f($n):
-            return 1 if $n <= 1 else $n * $f($n - 1)
-        """,
-        """
-        import math
-
-        def $f($n):
-            return math.factorial($n)
-        """,
-    ]
-    buggy = [
-        """
-        def $f($n):
-            result = 1
-            for i in range(1, $n):
-                result *= i
-            return result
-        """,
-        """
-        def $f($n):
-            result = 0
-            for i in range(1, $n + 1):
-                result *= i
-            return result
-        """,
-        """
-        def $f($n):
-            return $n if $n <= 1 else $n * $f($n - 1)
-        """,
-    ]
-    return problem("factorial", instr, fn, ref_factorial, cases, correct, buggy, v, 1)
-
-
-def ref_factorial(m: int) -> int:
-    return math.factorial(m)
-
-
-def fibonacci(rng: random.Random) -> Problem:
-    f0, f1 = rng.choice([(0, 1), (0, 1), (1, 1), (2, 1), (1, 3)])
-    name = "Fibonacci" if (f0, f1) == (0, 1) else "Fibonacci-like"
-    fn = rng.choice(["fib", "fibonacci", "nth_fib", "fib_number"])
-    n = rng.choice(INT_ARGS)
-    v = dict(f=fn, n=n, f0=f0, f1=f1, name=name)
-    instr = instruction(rng, fn, [n], [
-        "returns term `{n}` (counting from 0) of the {name} sequence that starts {f0}, {f1} and in which each later term is the sum of the previous two.",
-        "computes F({n}) where F(0) = {f0}, F(1) = {f1} and F(i) = F(i - 1) + F(i - 2) for i >= 2.",
-    ], v, ["`{n}` is a non-negative integer."])
-
-    def ref(m):
-        x, y = f0, f1
-        for _ in range(m):
-            x, y = y, x + y
-        return x
-
-    cases = [(0,), (1,), (2,), (5,), (rng.randint(8, 20),)]
-    correct = [
-        """
-        def $f($n):
-            a, b = $f0, $f1
-            for _ in range($n):
-                a, b = b, a + b
-            return a
-        """,
-        """
-        def $f($n):
-            seq = [$f0, $f1]
-            while len(seq) <= $n:
-                seq.append(seq[-1] + seq[-2])
-            return seq[$n]
-        """,
-    ]
-    buggy = [
-        """
-        def $f($n):
-            a, b = $f0, $f1
-            for _ in range($n - 1):
-                a, b = b, a + b
-            return a
-        """,
-        """
-        def $f($n):
-            a, b = $f0, $f1
-            for _ in range($n):
-                a, b = b, a + b
-            return b
-        """,
-        """
-        def $f($n):
-            seq = [$f0, $f1]
-            while len(seq) < $n:
-                seq.append(seq[-1] + seq[-2])
-            return seq[-1]
-        """,
-    ]
-    return problem("fibonacci", instr, fn, ref, cases, correct, buggy, v, 2)
-
-
-FAMILIES = (fizzbuzz, gcd_lcm, is_prime, count_primes, digit_sum, factorial, fibonacci)
+FAMILIES = (fizzbuzz, gcd_lcm, is_prime, count_primes, digit_sum)

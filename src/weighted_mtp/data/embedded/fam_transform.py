@@ -282,12 +282,11 @@ def adjacent_diffs(rng: random.Random) -> Problem:
     if absolute:
         phrases = ["returns the list of absolute differences between consecutive elements of `{a}`.",
                    "returns `abs({a}[i + 1] - {a}[i])` for every adjacent pair, as a list."]
-        v.update(e="abs(b - a_)", eb="b - a_", ei="abs({a}[i + 1] - {a}[i])".format(a=a),
-                 ebi="abs({a}[i] - {a}[i + 1]) + 0 * 1".format(a=a))
+        v.update(e="abs(b - a_)", eb="b - a_", ei="abs({a}[i + 1] - {a}[i])".format(a=a))
     else:
         phrases = ["returns the list of differences `{a}[i + 1] - {a}[i]` between consecutive elements.",
                    "returns how much each element of `{a}` changed from the previous one, as a list one shorter than the input."]
-        v.update(e="b - a_", eb="a_ - b", ei="{a}[i + 1] - {a}[i]".format(a=a), ebi="{a}[i] - {a}[i + 1]".format(a=a))
+        v.update(e="b - a_", eb="a_ - b", ei="{a}[i + 1] - {a}[i]".format(a=a))
     instr = instruction(rng, fn, [a], phrases, v, ["Lists with fewer than two elements give an empty list."])
 
     def ref(xs):

@@ -1,0 +1,93 @@
+"""The one loop, end to end on the micro model: parameters move, loss falls, resume is exact,
+a non-finite loss stops the run and keeps the last good checkpoint."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import REPO, tiny_training_overrides
+from weighted_mtp.config import load_config
+from weighted_mtp.errors import TrainingError
+from weighted_mtp.models.mtp import MTPModel
+from weighted_mtp.objectives import OBJECTIVES
+from weighted_mtp.objectives.baseline import BaselineObjective
+from weighted_mtp.training import checkpoint as ckpt
+from weighted_mtp.training.loop import train
+
+BASELINE = REPO / "configs" / "baseline" / "baseline.yaml"
+
+
+def _params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def ten_step_run(tmp_path_factory, micro_model_dir):
+    cfg = load_config(BASELINE, tiny_training_overrides())
+    initial = _params(MTPModel.from_pretrained(micro_model_dir, n_future_tokens=4))
+    run_dir = tmp_path_factory.mktemp("run") / "baseline"
+    result = train(cfg, run_dir, show_progress=False)
+    return cfg, initial, run_dir, result
+
+
+def test_every_trainable_parameter_changes_and_loss_falls(ten_step_run):
+    cfg, initial, run_dir, result = ten_step_run
+    assert result.steps == 10
+    final = MTPModel.from_pretrained(run_dir / "final")
+    assert final.n_future_tokens == 4
+    for name, param in final.named_parameters():
+        assert not torch.equal(param, initial[name]), f"{name} did not change"
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [e["train/loss"] for e in events if "train/loss" in e]
+    assert len(losses) == 10
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1
+    assert all(isinstance(e["step"], int) for e in events)
+    assert any("val/ce_head4" in e for e in events)
+    assert all(f"train/ce_head{k}" in events[0] for k in range(1, 5))
+
+
+def test_resume_from_step_5_equals_uninterrupted_run(ten_step_run, tmp_path):
+    cfg, _, run_dir, _ = ten_step_run
+    step5 = run_dir / "checkpoints" / ckpt.checkpoint_name(5)
+    assert step5.is_dir()
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(step5, resumed_dir / "checkpoints" / step5.name)
+    result = train(cfg, resumed_dir, resume=True, show_progress=False)
+    assert result.steps == 10
+    a = MTPModel.from_pretrained(run_dir / "final")
+    b = MTPModel.from_pretrained(resumed_dir / "final")
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.equal(pa, pb), name
+
+
+def test_run_dir_with_checkpoints_is_never_overwritten(ten_step_run):
+    cfg, _, run_dir, _ = ten_step_run
+    before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    with pytest.raises(Exception, match="--resume"):
+        train(cfg, run_dir, show_progress=False)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
+
+
+class _NanAfter(BaselineObjective):
+    calls = 0
+
+    def __call__(self, model, batch, *, training):
+        out = super().__call__(model, batch, training=training)
+        if training:
+            type(self).calls += 1
+            if type(self).calls > 6:
+                out.loss = out.loss * float("nan")
+        return out
+
+
+def test_non_finite_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, monkeypatch, micro_model_dir):
+    monkeypatch.setitem(OBJECTIVES, "nan_test", _NanAfter)
+    cfg = load_config(BASELINE, tiny_training_overrides(**{"experiment.stage": "nan_test"}))
+    with pytest.raises(TrainingError, match=r"non-finite loss .* step 7.*step_00000005"):
+        train(cfg, tmp_path / "run", show_progress=False)
+    kept = ckpt.latest_checkpoint(tmp_path / "run")
+    assert kept.name == ckpt.checkpoint_name(5)
+    model = MTPModel.from_pretrained(kept / ckpt.MODEL_SUBDIR)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
