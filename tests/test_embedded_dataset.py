@@ -16,7 +16,7 @@ import pytest
 
 from weighted_mtp.data.embedded import VERSION, build_embedded_dataset, corpus_texts, run_tests
 from weighted_mtp.data.embedded.families import FAMILIES
-from weighted_mtp.errors import ConfigError
+from weighted_mtp.errors import ConfigError, DataError
 
 SPLITS = ("train", "valid", "test")
 ROW_FIELDS = {"instruction": str, "input": str, "output": str, "task_id": str, "is_correct": bool,
@@ -89,6 +89,11 @@ def test_splits_disjoint_by_problem_and_instruction(built):
         for b in SPLITS[i + 1:]:
             assert not pids[a] & pids[b], (a, b)
             assert not texts[a] & texts[b], (a, b)
+    # Same task worded differently stays in one split: no held-out reference code is in train.
+    train_code = {r["output"] for r in rows["train"] if r["is_correct"]}
+    for split in ("valid", "test"):
+        leaked = [r["task_id"] for r in rows[split] if r["is_correct"] and r["output"] in train_code]
+        assert not leaked, leaked[:5]
     n = {s: len(problems[s]) for s in SPLITS}
     assert n["train"] + n["valid"] + n["test"] == 2000
     assert 150 <= n["valid"] <= 250 and 150 <= n["test"] <= 250  # about 80/10/10
@@ -202,6 +207,8 @@ def test_corpus_texts(built):
     assert texts[1] == rows["train"][0]["output"]
     valid_only = {r["output"] for r in rows["valid"]} - {r["output"] for r in rows["train"]}
     assert not valid_only & set(texts)  # held-out solutions never reach the tokenizer corpus
+    with pytest.raises(DataError):
+        next(corpus_texts(out / "missing"))
 
 
 T = "assert f(2) == 4\nassert f(0) == 0\n"
@@ -242,3 +249,18 @@ def test_run_tests_default_timeout_and_isolation():
     leak = ("LEAK = 1\ndef f(x):\n    return 2 * x\n", T)
     use = ("def f(x):\n    return 2 * x + LEAK * 0\n", T)
     assert run_tests([leak, use, leak, use]) == [True, False, True, False]
+
+
+def test_run_tests_survives_a_hang_the_worker_cannot_interrupt(monkeypatch):
+    from weighted_mtp.data.embedded import verify
+
+    monkeypatch.setattr(verify, "_STARTUP_S", 2.0)
+    monkeypatch.setattr(verify, "_wall_per_item", lambda timeout_s: 1.5)
+    # Blocking the timer signals defeats the worker's own limit; only the parent's deadline helps.
+    hang = ("import signal, time\n"
+            "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGPROF})\n"
+            "time.sleep(60)\n", T)
+    good = ("def f(x):\n    return 2 * x\n", T)
+    start = time.perf_counter()
+    assert run_tests([good, hang, good, good, hang, good], timeout_s=0.2) == [True, False, True, True, False, True]
+    assert time.perf_counter() - start < 40

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from string import Template
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-LIST_ARGS = ("nums", "values", "xs", "numbers", "items", "data", "arr")
-STR_ARGS = ("s", "text", "word", "string", "line")
-INT_ARGS = ("n", "x", "num", "value", "k")
+LIST_ARGS = ("nums", "values", "xs", "numbers", "items", "data", "arr", "lst", "seq", "vals", "ints")
+STR_ARGS = ("s", "text", "word", "string", "line", "txt", "sentence", "msg", "phrase")
+INT_ARGS = ("n", "x", "num", "value", "k", "m", "number", "val")
 
 # Every opener is followed by a verb phrase in the third person ("returns ...").
 _OPENERS = (

@@ -29,9 +29,9 @@ from weighted_mtp.data.embedded.verify import run_tests
 from weighted_mtp.errors import ConfigError, DataError
 
 # Bump whenever the output for a given seed could change (families, wording, splitting, ...).
-VERSION = "embedded-v1"
+VERSION = "embedded-v2"
 SPLITS = ("train", "valid", "test")
-VERIFY_TIMEOUT_S = 0.15  # CPU seconds per solution; every intended solution needs a few ms
+VERIFY_TIMEOUT_S = 0.1  # CPU seconds per solution; every solution that passes needs under 5 ms
 _HOLDOUT = 0.1           # fraction of problems in each of valid and test
 
 
@@ -70,6 +70,28 @@ def _split_sizes(n: int) -> tuple[int, int]:
     return k, k
 
 
+def _assign_splits(problems: list[Problem], rng: random.Random) -> dict[int, str]:
+    """Problem index -> split. Problems that share their first correct solution (same function
+    name, argument names and constants, only worded differently) form one group and go to the
+    same split, so no held-out task has its reference code verbatim in train. Groups are
+    shuffled, then dealt to test and valid until each holds its share of problems."""
+    groups: dict[str, list[int]] = {}
+    for idx, p in enumerate(problems):
+        groups.setdefault(p.correct[0], []).append(idx)
+    members = list(groups.values())  # in order of first appearance: deterministic
+    rng.shuffle(members)
+    n_valid, n_test = _split_sizes(len(problems))
+    split_of: dict[int, str] = {}
+    filled = {"test": 0, "valid": 0}
+    for group in members:
+        split = "test" if filled["test"] < n_test else "valid" if filled["valid"] < n_valid else "train"
+        if split != "train":
+            filled[split] += len(group)
+        for idx in group:
+            split_of[idx] = split
+    return split_of
+
+
 def _rows_for(pid: str, p: Problem, codes: list[str], labels: list[bool]) -> list[dict[str, Any]]:
     rows = []
     n_ok = n_bad = 0
@@ -94,6 +116,8 @@ def build_embedded_dataset(out_dir: str | Path, seed: int = 0, n_problems: int =
     if _cached(out, seed, n_problems):
         return paths
     out.mkdir(parents=True, exist_ok=True)
+    # Until the new manifest is written, no call may take the half-written files for a cache hit.
+    (out / "manifest.json").unlink(missing_ok=True)
 
     rng = random.Random(seed)
     problems = generate_problems(rng, n_problems)
@@ -102,18 +126,13 @@ def build_embedded_dataset(out_dir: str | Path, seed: int = 0, n_problems: int =
     flat = iter(run_tests(items, timeout_s=VERIFY_TIMEOUT_S))
     labels = [[next(flat) for _ in cs] for cs in codes]
     # A problem that no solution passes has a broken reference or test: leave it out.
+    n_generated = len(problems)
     keep = [i for i, lab in enumerate(labels) if any(lab)]
-    n_dropped = len(problems) - len(keep)
     problems = [problems[i] for i in keep]
     codes = [codes[i] for i in keep]
     labels = [labels[i] for i in keep]
 
-    order = list(range(len(problems)))
-    rng.shuffle(order)
-    n_valid, n_test = _split_sizes(len(problems))
-    split_of = {}
-    for rank, idx in enumerate(order):
-        split_of[idx] = "test" if rank < n_test else "valid" if rank < n_test + n_valid else "train"
+    split_of = _assign_splits(problems, rng)
 
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     probs: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
@@ -144,7 +163,7 @@ def build_embedded_dataset(out_dir: str | Path, seed: int = 0, n_problems: int =
     for p in problems:
         families[p.family] = families.get(p.family, 0) + 1
     manifest = {"version": VERSION, "seed": seed, "n_problems": n_problems,
-                "n_problems_generated": len(problems), "n_problems_dropped": n_dropped, "splits": stats,
+                "n_problems_generated": n_generated, "n_problems_kept": len(problems), "splits": stats,
                 "families": dict(sorted(families.items()))}
     _write_atomic(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return paths

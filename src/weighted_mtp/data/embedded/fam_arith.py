@@ -226,8 +226,8 @@ def is_power(rng: random.Random) -> Problem:
 
 
 def leap_year(rng: random.Random) -> Problem:
-    fn = rng.choice(["is_leap", "leap_year", "is_leap_year", "has_feb_29", "leap", "check_leap", "gregorian_leap"])
-    y = rng.choice(["year", "y", "yr"])
+    fn = rng.choice(["is_leap", "leap_year", "is_leap_year", "has_feb_29", "leap", "check_leap", "gregorian_leap", "leap_check", "is_leapyear"])
+    y = rng.choice(["year", "y", "yr", "year_num", "yyyy"])
     v = dict(f=fn, y=y)
     instr = instruction(rng, fn, [y], [
         "returns True if `{y}` is a leap year in the Gregorian calendar: divisible by 4, except years divisible by 100 that are not divisible by 400.",
@@ -280,8 +280,8 @@ def leap_year(rng: random.Random) -> Problem:
 
 
 def clamp_scalar(rng: random.Random) -> Problem:
-    fn = rng.choice(["clamp", "clip", "bound", "constrain", "clamp_value", "limit", "restrict"])
-    x, lo, hi = rng.choice([("x", "lo", "hi"), ("value", "low", "high"), ("n", "minimum", "maximum")])
+    fn = rng.choice(["clamp", "clip", "bound", "constrain", "clamp_value", "limit", "restrict", "clamp_num", "squeeze"])
+    x, lo, hi = rng.choice([("x", "lo", "hi"), ("value", "low", "high"), ("n", "minimum", "maximum"), ("v", "lower", "upper"), ("num", "a", "b")])
     v = dict(f=fn, x=x, lo=lo, hi=hi)
     instr = instruction(rng, fn, [x, lo, hi], [
         "returns `{x}` limited to the closed range [`{lo}`, `{hi}`]: `{lo}` if it is smaller, `{hi}` if it is larger, otherwise `{x}` itself.",

@@ -86,8 +86,9 @@ def fizzbuzz(rng: random.Random) -> Problem:
 def gcd_lcm(rng: random.Random) -> Problem:
     lcm = rng.random() < 0.35
     what = "least common multiple" if lcm else "greatest common divisor"
-    fn = rng.choice(["lcm", "least_common_multiple", "lcm_of"] if lcm else ["gcd", "greatest_common_divisor", "gcd_of", "hcf"])
-    a, b = rng.choice([("a", "b"), ("x", "y"), ("m", "n")])
+    fn = rng.choice(["lcm", "least_common_multiple", "lcm_of", "lowest_common_multiple", "common_multiple"] if lcm
+                    else ["gcd", "greatest_common_divisor", "gcd_of", "hcf", "common_divisor", "euclid", "highest_common_factor"])
+    a, b = rng.choice([("a", "b"), ("x", "y"), ("m", "n"), ("p", "q"), ("u", "v"), ("first", "second")])
     v = dict(f=fn, a=a, b=b, what=what)
     note = ["If either number is 0, return 0."] if lcm else ["gcd(0, n) is n, and gcd(0, 0) is 0."]
     instr = instruction(rng, fn, [a, b], [
@@ -188,7 +189,7 @@ def gcd_lcm(rng: random.Random) -> Problem:
 
 
 def is_prime(rng: random.Random) -> Problem:
-    fn = rng.choice(["is_prime", "prime", "check_prime", "isprime"])
+    fn = rng.choice(["is_prime", "prime", "check_prime", "isprime", "prime_test", "is_a_prime", "primality"])
     n = rng.choice(INT_ARGS)
     v = dict(f=fn, n=n)
     instr = instruction(rng, fn, [n], [
@@ -306,7 +307,7 @@ def count_primes(rng: random.Random) -> Problem:
 
 
 def digit_sum(rng: random.Random) -> Problem:
-    fn = rng.choice(["digit_sum", "sum_digits", "sum_of_digits", "add_digits"])
+    fn = rng.choice(["digit_sum", "sum_digits", "sum_of_digits", "add_digits", "digits_total", "cross_sum", "total_of_digits"])
     n = rng.choice(INT_ARGS)
     v = dict(f=fn, n=n)
     instr = instruction(rng, fn, [n], [

@@ -247,8 +247,8 @@ def chunk_list(rng: random.Random) -> Problem:
 
 
 def merge_sorted(rng: random.Random) -> Problem:
-    fn = rng.choice(["merge_sorted", "merge", "merge_lists", "combine_sorted"])
-    a, b = rng.choice([("a", "b"), ("xs", "ys"), ("left", "right"), ("first", "second")])
+    fn = rng.choice(["merge_sorted", "merge", "merge_lists", "combine_sorted", "merge_two", "sorted_merge", "join_sorted"])
+    a, b = rng.choice([("a", "b"), ("xs", "ys"), ("left", "right"), ("first", "second"), ("l1", "l2"), ("p", "q")])
     v = dict(f=fn, a=a, b=b)
     instr = instruction(rng, fn, [a, b], [
         "takes two lists `{a}` and `{b}`, each sorted in ascending order, and returns one sorted list with all their elements.",

@@ -120,7 +120,7 @@ def fibonacci(rng: random.Random) -> Problem:
 
 
 def collatz_steps(rng: random.Random) -> Problem:
-    fn = rng.choice(["collatz_steps", "collatz_length", "steps_to_one", "hailstone_steps"])
+    fn = rng.choice(["collatz_steps", "collatz_length", "steps_to_one", "hailstone_steps", "collatz_count", "hailstone_length", "count_collatz"])
     n = rng.choice(INT_ARGS)
     v = dict(f=fn, n=n)
     instr = instruction(rng, fn, [n], [

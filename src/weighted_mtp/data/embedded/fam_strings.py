@@ -10,7 +10,7 @@ from weighted_mtp.data.embedded.base import (
 
 
 def reverse_words(rng: random.Random) -> Problem:
-    fn = rng.choice(["reverse_words", "flip_words", "words_backwards", "reverse_word_order"])
+    fn = rng.choice(["reverse_words", "flip_words", "words_backwards", "reverse_word_order", "backwards_sentence", "invert_words", "words_reversed"])
     s = rng.choice(STR_ARGS)
     v = dict(f=fn, s=s)
     instr = instruction(rng, fn, [s], [
@@ -352,7 +352,7 @@ def caesar(rng: random.Random) -> Problem:
 
 
 def capitalize_words(rng: random.Random) -> Problem:
-    fn = rng.choice(["capitalize_words", "title_words", "cap_each_word", "upper_first_letters"])
+    fn = rng.choice(["capitalize_words", "title_words", "cap_each_word", "upper_first_letters", "capitalize_all", "initial_caps", "cap_words"])
     s = rng.choice(STR_ARGS)
     v = dict(f=fn, s=s)
     instr = instruction(rng, fn, [s], [

@@ -77,7 +77,7 @@ def char_frequency(rng: random.Random) -> Problem:
 
 
 def word_count(rng: random.Random) -> Problem:
-    fn = rng.choice(["word_counts", "count_words", "word_frequency", "tally_words"])
+    fn = rng.choice(["word_counts", "count_words", "word_frequency", "tally_words", "word_histogram", "words_count", "count_each_word"])
     s = rng.choice(STR_ARGS)
     v = dict(f=fn, s=s)
     instr = instruction(rng, fn, [s], [
@@ -269,8 +269,8 @@ def remove_chars(rng: random.Random) -> Problem:
 
 
 def anagram(rng: random.Random) -> Problem:
-    fn = rng.choice(["is_anagram", "are_anagrams", "anagrams", "same_letters"])
-    a, b = rng.choice([("a", "b"), ("s1", "s2"), ("first", "second"), ("word1", "word2")])
+    fn = rng.choice(["is_anagram", "are_anagrams", "anagrams", "same_letters", "check_anagram", "is_permutation", "anagram_pair"])
+    a, b = rng.choice([("a", "b"), ("s1", "s2"), ("first", "second"), ("word1", "word2"), ("x", "y"), ("left", "right")])
     v = dict(f=fn, a=a, b=b)
     instr = instruction(rng, fn, [a, b], [
         "returns True if `{a}` and `{b}` are anagrams of each other, ignoring case and spaces, and False otherwise.",
@@ -318,8 +318,8 @@ def anagram(rng: random.Random) -> Problem:
 
 
 def count_overlapping(rng: random.Random) -> Problem:
-    fn = rng.choice(["count_occurrences", "count_substring", "occurrences", "count_matches"])
-    s, p = rng.choice([("s", "sub"), ("text", "pattern"), ("haystack", "needle"), ("string", "part")])
+    fn = rng.choice(["count_occurrences", "count_substring", "occurrences", "count_matches", "overlap_count", "find_all_count", "count_overlapping"])
+    s, p = rng.choice([("s", "sub"), ("text", "pattern"), ("haystack", "needle"), ("string", "part"), ("line", "word"), ("source", "target")])
     v = dict(f=fn, s=s, p=p)
     instr = instruction(rng, fn, [s, p], [
         "returns how many times the non-empty string `{p}` occurs in `{s}`, counting overlapping occurrences (so \"aa\" occurs twice in \"aaa\").",

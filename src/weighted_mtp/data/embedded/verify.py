@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 _WORKER = str(Path(__file__).with_name("worker.py"))
-_STARTUP_S = 10.0     # slack for the interpreter to start on a loaded machine
+_STARTUP_S = 5.0      # slack for the interpreter to start on a loaded machine
 _BATCH = 600          # items per worker process
 _PARALLEL = 2
 
