@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
+from transformers.utils import logging as hf_logging
 
 from weighted_mtp.config import Config, config_to_dict
 from weighted_mtp.data.collate import PairwiseCollator, SFTCollator
@@ -91,6 +92,7 @@ def _autocast(cfg: Config, device: torch.device):
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progress: bool = True) -> TrainResult:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    hf_logging.disable_progress_bar()  # one progress bar (ours) per run
     t, c = cfg.training, cfg.checkpoint
     if cfg.runtime.num_threads:
         torch.set_num_threads(cfg.runtime.num_threads)
