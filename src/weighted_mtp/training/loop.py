@@ -91,7 +91,6 @@ def _autocast(cfg: Config, device: torch.device):
 
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progress: bool = True) -> TrainResult:
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     hf_logging.disable_progress_bar()  # one progress bar (ours) per run
     t, c = cfg.training, cfg.checkpoint
     if cfg.runtime.num_threads:
@@ -120,6 +119,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
         tokenizer = load_tokenizer(model_path)
     model.to(device)
 
+    run_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be usable
     collator_cls = PairwiseCollator if pairwise else SFTCollator
     collate = collator_cls(tokenizer, cfg.dataset.max_length)
     feed = BatchFeed(cfg, train_split, t.batch_size, pairwise, t.n_epochs)

@@ -29,6 +29,9 @@ class MetricLogger:
             import mlflow
 
             mlflow.set_tracking_uri(self.tracking_uri)
+            if mlflow.get_experiment_by_name(experiment) is None:
+                # Artifacts live in the run directory too, never in ./mlruns of the caller's CWD.
+                mlflow.create_experiment(experiment, artifact_location=(run_dir / "mlflow-artifacts").resolve().as_uri())
             mlflow.set_experiment(experiment)
             run_id_file = run_dir / "mlflow_run_id"
             run_id = run_id_file.read_text().strip() if resume and run_id_file.is_file() else None

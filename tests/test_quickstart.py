@@ -1,0 +1,36 @@
+"""The README's main job, shortened: it trains, prints the summary, and MLflow really holds the
+metrics that metrics.jsonl holds."""
+
+import json
+
+from weighted_mtp.cli import main
+
+
+def test_quickstart_prints_summary_and_tracks_in_mlflow(tmp_path, capsys, micro_model_dir):
+    (tmp_path / "baseline").mkdir()
+    (tmp_path / "baseline" / "earlier-run").write_text("keep me")
+    assert main(["quickstart", "--output-dir", str(tmp_path), "--max-steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "== baseline: 3 steps" in out
+    assert "tokens/s" in out and "MLflow store: sqlite:///" in out
+    for k in range(1, 5):
+        assert f"\n   {k:>6} " in out  # one row per head
+    run_dir = tmp_path / "baseline"
+    assert (run_dir / "final" / "mtp_heads.safetensors").is_file()
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last_train = [e for e in events if "train/loss" in e][-1]
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    history = client.get_metric_history(run_id, "train/loss")
+    assert [m.step for m in history] == [e["step"] for e in events if "train/loss" in e]
+    assert abs(history[-1].value - last_train["train/loss"]) < 1e-6
+    assert client.get_run(run_id).data.params["experiment.stage"] == "baseline"
+    assert client.get_metric_history(run_id, "val/ce_head4")
+    assert not (tmp_path.parent / "mlruns").exists() and not (tmp_path / "mlruns").exists()
+
+    # An earlier quickstart run is moved aside, never overwritten.
+    (moved,) = tmp_path.glob("baseline.old-*")
+    assert (moved / "earlier-run").read_text() == "keep me"
