@@ -73,8 +73,7 @@ class DataSamplingConfig:
     difficulty_bins: dict[str, list[int]] = field(default_factory=lambda: {"all": [0, 1000]})
     difficulty_weights: dict[str, float] = field(default_factory=lambda: {"all": 1.0})
     curriculum: list[CurriculumStage] = field(default_factory=list)
-    # Pair sampling (critic and pairwise objectives).
-    use_pairwise: bool = False
+    # Pair sampling, for objectives whose batches are (correct, incorrect) pairs.
     max_pairs_per_problem: int = 8
     length_bins: Optional[list[int]] = None
 
