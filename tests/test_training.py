@@ -91,3 +91,18 @@ def test_non_finite_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, m
     assert kept.name == ckpt.checkpoint_name(5)
     model = MTPModel.from_pretrained(kept / ckpt.MODEL_SUBDIR)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_cli_train_then_resume_with_saved_config(tmp_path, capsys, micro_model_dir):
+    from weighted_mtp.cli import main
+
+    run_dir = tmp_path / "run"
+    overrides = [a for o in tiny_training_overrides(**{"training.max_steps": 4}) for a in ("--override", o)]
+    assert main(["train", str(BASELINE), "--output-dir", str(run_dir), *overrides]) == 0
+    assert f"run directory: {run_dir}" in capsys.readouterr().out
+    assert ckpt.latest_checkpoint(run_dir).name == ckpt.checkpoint_name(4)
+    # No CONFIG: the run's own resolved config.yaml is used; the run continues from step 4.
+    assert main(["train", "--resume", str(run_dir), "--override", "training.max_steps=6"]) == 0
+    assert ckpt.latest_checkpoint(run_dir).name == ckpt.checkpoint_name(6)
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 6 and 5 in steps
