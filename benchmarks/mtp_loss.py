@@ -14,17 +14,9 @@ The last line is ``ratio_peak_memory=<chunked/naive> ratio_time=<chunked/naive>`
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
-import sys
 import time
 
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
+from _harness import peak_rss_mb, report, rss_mb, run_worker
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -57,10 +49,9 @@ def _worker(args: argparse.Namespace) -> None:
     # the measured peak is the loss's own working memory.
     tiny = [torch.randn(1, 16, D, requires_grad=True) for _ in range(K)]
     fn(tiny, torch.randn(64, D, requires_grad=True), torch.randint(0, 64, (1, 16)), chunk_size=8).loss.backward()
-    base = _rss_mb()
+    base = rss_mb()
     times = [step() for _ in range(args.repeats + 1)][1:]  # first run is the warm-up
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base  # ru_maxrss is KiB on Linux
-    print(json.dumps({"time": min(times), "peak_mb": peak, "threads": torch.get_num_threads()}))
+    report({"time": min(times), "peak_mb": peak_rss_mb() - base, "threads": torch.get_num_threads()})
 
 
 def main() -> None:
@@ -81,12 +72,9 @@ def main() -> None:
         args.chunk_size = 512 if args.small else 2048
 
     results = {}
+    options = {n: getattr(args, n) for n in ("chunk_size", "repeats", "threads", "batch", "seq", "heads", "vocab", "dim")}
     for variant in ("naive", "chunked"):
-        cmd = [sys.executable, __file__, "--worker", variant]
-        for name in ("chunk_size", "repeats", "threads", "batch", "seq", "heads", "vocab", "dim"):
-            cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[variant] = run_worker(__file__, variant, options)
 
     tokens = args.batch * args.seq
     print(
