@@ -27,7 +27,8 @@ def test_quickstart_prints_summary_and_tracks_in_mlflow(tmp_path, capsys, micro_
     history = client.get_metric_history(run_id, "train/loss")
     assert [m.step for m in history] == [e["step"] for e in events if "train/loss" in e]
     assert abs(history[-1].value - last_train["train/loss"]) < 1e-6
-    assert client.get_run(run_id).data.params["experiment.stage"] == "baseline"
+    run = client.get_run(run_id)
+    assert run.data.params["experiment.stage"] == "baseline" and run.data.tags["stage"] == "baseline"
     assert client.get_metric_history(run_id, "val/ce_head4")
     assert not (tmp_path.parent / "mlruns").exists() and not (tmp_path / "mlruns").exists()
 

@@ -106,3 +106,13 @@ def test_cli_train_then_resume_with_saved_config(tmp_path, capsys, micro_model_d
     assert ckpt.latest_checkpoint(run_dir).name == ckpt.checkpoint_name(6)
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert max(steps) == 6 and 5 in steps
+
+
+def test_bf16_autocast_keeps_fp32_master_weights(tmp_path, micro_model_dir):
+    cfg = load_config(BASELINE, tiny_training_overrides(**{
+        "training.mixed_precision": "bf16", "training.max_steps": 3, "dataset.pad_to_multiple_of": 64}))
+    result = train(cfg, tmp_path / "bf16", show_progress=False)
+    assert result.steps == 3 and all(
+        torch.isfinite(torch.tensor(v)) for k, v in result.last_train.items() if k.startswith("train/ce_head"))
+    model = MTPModel.from_pretrained(tmp_path / "bf16" / "final")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

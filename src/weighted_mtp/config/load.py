@@ -229,6 +229,8 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     t, d, s = cfg.training, cfg.dataset, cfg.data_sampling
     _check(cfg.models.policy.n_future_tokens >= 1, source, "models.policy.n_future_tokens", "must be >= 1")
     _check(d.max_length >= 2, source, "dataset.max_length", "must be >= 2")
+    _check(d.pad_to_multiple_of is None or d.pad_to_multiple_of >= 1, source, "dataset.pad_to_multiple_of",
+           "must be >= 1 or null")
     _check(t.batch_size >= 1, source, "training.batch_size", "must be >= 1")
     _check(t.gradient_accumulation_steps >= 1, source, "training.gradient_accumulation_steps", "must be >= 1")
     _check(t.n_epochs > 0, source, "training.n_epochs", "must be > 0")

@@ -35,6 +35,7 @@ class BaselineObjective(StatelessObjective):
         )
         metrics, sums = mtp_output_metrics(result)
         metrics["loss"] = result.loss.detach()
-        sums["loss"] = (result.loss.detach(), result.loss.new_ones(()))
+        n_next = result.per_head_tokens[0].to(result.loss.dtype)  # weight batches by their targets
+        sums["loss"] = (result.loss.detach() * n_next, n_next)
         return ObjectiveOutput(loss=result.loss, metrics=metrics, sums=sums,
                                n_tokens=int(result.per_head_tokens[0]))

@@ -121,7 +121,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
 
     run_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be usable
     collator_cls = PairwiseCollator if pairwise else SFTCollator
-    collate = collator_cls(tokenizer, cfg.dataset.max_length)
+    collate = collator_cls(tokenizer, cfg.dataset.max_length, cfg.dataset.pad_to_multiple_of)
     feed = BatchFeed(cfg, train_split, t.batch_size, pairwise, t.n_epochs)
 
     steps_per_epoch = max(1, math.ceil(feed.batches_per_epoch / t.gradient_accumulation_steps))
@@ -144,7 +144,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
     (run_dir / "config.yaml").write_text(_dump_yaml(config_to_dict(cfg)))
     logger = MetricLogger(run_dir, mlflow_enabled=cfg.mlflow.enabled, tracking_uri=cfg.mlflow.tracking_uri,
                           experiment=cfg.mlflow.experiment, run_name=cfg.experiment.name,
-                          params=config_to_dict(cfg), resume=resume_from is not None)
+                          params=config_to_dict(cfg), resume=resume_from is not None,
+                          tags={"stage": cfg.experiment.stage, **{tag: "true" for tag in cfg.experiment.tags}})
     n_params = sum(p.numel() for p in model.parameters())
     print(f"run directory: {run_dir}")
     print(f"model: {model_path} ({n_params / 1e6:.2f}M parameters, K={model.n_future_tokens}) on {device}")
@@ -203,7 +204,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
             is_last = step == total_steps
             if val_split is not None and ((eval_every and step % eval_every == 0) or is_last):
                 pause = time.perf_counter()
-                val = run_validation(model, objective, val_split.items, collator_cls(tokenizer, cfg.dataset.max_length),
+                val = run_validation(model, objective, val_split.items, collate,
                                      t.eval_batch_size or t.batch_size, device, lambda: _autocast(cfg, device))
                 logger.log(step, val)
                 result.last_val = val

@@ -20,7 +20,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 class MetricLogger:
     def __init__(self, run_dir: Path, *, mlflow_enabled: bool, tracking_uri: str | None,
-                 experiment: str, run_name: str, params: dict, resume: bool = False):
+                 experiment: str, run_name: str, params: dict, tags: dict | None = None, resume: bool = False):
         self.path = run_dir / "metrics.jsonl"
         self._file = open(self.path, "a" if resume else "w")
         self._mlflow = None
@@ -38,6 +38,7 @@ class MetricLogger:
             active = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
             if run_id is None:
                 run_id_file.write_text(active.info.run_id)
+                mlflow.set_tags(tags or {})
                 flat = {k: str(v)[:500] for k, v in flatten(params).items()}
                 items = list(flat.items())
                 for i in range(0, len(items), 100):
