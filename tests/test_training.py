@@ -116,3 +116,28 @@ def test_bf16_autocast_keeps_fp32_master_weights(tmp_path, micro_model_dir):
         torch.isfinite(torch.tensor(v)) for k, v in result.last_train.items() if k.startswith("train/ce_head"))
     model = MTPModel.from_pretrained(tmp_path / "bf16" / "final")
     assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
+def test_loop_trains_any_local_hf_causal_lm(tmp_path, micro_model_dir, arch):
+    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+
+    from weighted_mtp.models.load import load_tokenizer
+
+    tok = load_tokenizer(micro_model_dir)
+    torch.manual_seed(0)
+    if arch == "qwen2":
+        lm = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                          num_attention_heads=4, num_key_value_heads=2))
+    else:
+        lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=256,
+                                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    model_dir = tmp_path / arch
+    lm.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    cfg = load_config(BASELINE, tiny_training_overrides(**{
+        "models.policy.path": str(model_dir), "models.policy.n_future_tokens": 2, "training.max_steps": 3}))
+    result = train(cfg, tmp_path / "run", show_progress=False)
+    assert result.steps == 3 and "train/ce_head2" in result.last_train and "train/ce_head3" not in result.last_train
+    final = MTPModel.from_pretrained(tmp_path / "run" / "final")
+    assert type(final.lm).__name__ == type(lm).__name__ and final.n_future_tokens == 2
