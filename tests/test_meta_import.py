@@ -335,3 +335,19 @@ def test_output_is_atomic_and_overwrite_is_explicit(good):
     assert not (out / "keep.txt").exists() and (out / "config.json").is_file()
     assert sorted(x.name for x in tmp.iterdir()) == ["meta", "out"]  # no temp dirs left behind
     assert (out.stat().st_mode & 0o777) == (tmp / "meta").stat().st_mode & 0o777  # not mkdtemp's 0700
+
+
+def test_cli_import_meta_and_train_ready(good, capsys):
+    from weighted_mtp.cli import main
+
+    p, sd, tmp = good
+    src = write_meta(tmp / "meta", p, sd)
+    assert main(["models", "import-meta", str(src), str(tmp / "export")]) == 0
+    assert "imported" in capsys.readouterr().out
+    model = MTPModel.from_pretrained(tmp / "export")
+    assert model.n_future_tokens == p["n_future_tokens"]
+    del sd["norm.weight"]
+    write_meta(tmp / "broken", p, sd)
+    assert main(["models", "import-meta", str(tmp / "broken"), str(tmp / "export2")]) == 2
+    err = capsys.readouterr().err
+    assert "consolidated.pth" in err and "norm.weight" in err

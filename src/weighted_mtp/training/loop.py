@@ -165,6 +165,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
             for _ in range(t.gradient_accumulation_steps):
                 batch = collate(feed.next_batch())
                 n_truncated += batch.pop("n_truncated", 0)
+                # Counted on the host before the copy: no device sync per micro-batch.
+                interval_tokens += sum(int(v.sum()) for k, v in batch.items() if k.endswith("attention_mask"))
                 batch = _to_device(batch, device)
                 with _autocast(cfg, device):
                     out = objective(model, batch, training=True)
@@ -177,7 +179,6 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
                 (out.loss / t.gradient_accumulation_steps).backward()
                 for name, value in out.metrics.items():
                     interval.setdefault(name, []).append(value.detach().float())
-                interval_tokens += int(sum(v.sum() for k, v in batch.items() if k.endswith("attention_mask")))
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
