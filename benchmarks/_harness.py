@@ -34,3 +34,13 @@ def run_worker(script: str, variant: str, options: dict) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{variant} worker failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def print_comparison(results: dict[str, dict], tokens: int, ours: str, naive: str = "naive") -> None:
+    """The table, then the one line of ratios (ours / naive) that every benchmark ends with."""
+    print(f"{'variant':<8} {'time_s':>8} {'tokens/s':>10} {'peak_MB':>9}")
+    for name, r in results.items():
+        print(f"{name:<8} {r['time']:>8.3f} {tokens / r['time']:>10.0f} {r['peak_mb']:>9.1f}")
+    mem = results[ours]["peak_mb"] / results[naive]["peak_mb"]
+    tim = results[ours]["time"] / results[naive]["time"]
+    print(f"ratio_peak_memory={mem:.3f} ratio_time={tim:.3f}")

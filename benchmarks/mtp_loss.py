@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _harness import peak_rss_mb, report, rss_mb, run_worker
+from _harness import peak_rss_mb, print_comparison, report, rss_mb, run_worker
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -81,12 +81,7 @@ def main() -> None:
         f"B={args.batch} S={args.seq} K={args.heads} V={args.vocab} D={args.dim} fp32 fwd+bwd, "
         f"chunk_size={args.chunk_size}, threads={results['naive']['threads']}, best of {args.repeats}"
     )
-    print(f"{'variant':<8} {'time_s':>8} {'tokens/s':>10} {'peak_MB':>9}")
-    for name, r in results.items():
-        print(f"{name:<8} {r['time']:>8.3f} {tokens / r['time']:>10.0f} {r['peak_mb']:>9.1f}")
-    mem = results["chunked"]["peak_mb"] / results["naive"]["peak_mb"]
-    tim = results["chunked"]["time"] / results["naive"]["time"]
-    print(f"ratio_peak_memory={mem:.3f} ratio_time={tim:.3f}")
+    print_comparison(results, tokens, ours="chunked")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _harness import peak_rss_mb, report, rss_mb, run_worker
+from _harness import peak_rss_mb, print_comparison, report, rss_mb, run_worker
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -67,12 +67,7 @@ def main() -> None:
     tokens = args.batch * args.seq
     print(f"MTP train step: B={args.batch} S={args.seq} K={args.heads} V={args.vocab}, hidden 256, 4 layers, "
           f"fp32, best of {args.steps}")
-    print(f"{'variant':<8} {'step_s':>8} {'tokens/s':>10} {'peak_MB':>9}")
-    for name, r in results.items():
-        print(f"{name:<8} {r['time']:>8.3f} {tokens / r['time']:>10.0f} {r['peak_mb']:>9.1f}")
-    mem = results["ours"]["peak_mb"] / results["naive"]["peak_mb"]
-    tim = results["ours"]["time"] / results["naive"]["time"]
-    print(f"ratio_peak_memory={mem:.3f} ratio_time={tim:.3f}")
+    print_comparison(results, tokens, ours="ours")
 
 
 if __name__ == "__main__":
