@@ -245,3 +245,15 @@ def test_bf16_load(tmp_path, export_heads):
     with torch.no_grad():
         out = model(ids, mask)
     assert len(out.head_hidden) == 3 and all(h.dtype == torch.bfloat16 for h in out.head_hidden)
+
+
+def test_logit_softcapping_models_are_refused():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from weighted_mtp.errors import WMTPError as Err
+
+    lm = LlamaForCausalLM(LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                      intermediate_size=64, vocab_size=50))
+    lm.config.final_logit_softcapping = 30.0
+    with pytest.raises(Err, match="final_logit_softcapping"):
+        MTPModel(lm, 2)

@@ -41,6 +41,10 @@ class MTPModel(nn.Module):
         super().__init__()
         if n_future_tokens < 1:
             raise WMTPError(f"n_future_tokens must be >= 1, got {n_future_tokens}")
+        for attr in ("final_logit_softcapping", "logit_scale"):
+            if getattr(lm.config, attr, None) not in (None, 1.0):
+                # The fused loss applies the plain unembedding; these models transform logits after it.
+                raise WMTPError(f"{type(lm).__name__} sets config.{attr}; the fused MTP loss does not support it yet")
         self.lm = lm
         self.n_future_tokens = n_future_tokens
         layout = find_layout(lm)
