@@ -141,3 +141,18 @@ def test_loop_trains_any_local_hf_causal_lm(tmp_path, micro_model_dir, arch):
     assert result.steps == 3 and "train/ce_head2" in result.last_train and "train/ce_head3" not in result.last_train
     final = MTPModel.from_pretrained(tmp_path / "run" / "final")
     assert type(final.lm).__name__ == type(lm).__name__ and final.n_future_tokens == 2
+
+
+def test_best_pointer_names_the_step_with_the_lowest_val_loss(tmp_path, micro_model_dir):
+    # Validation every 3 steps, periodic saves every 5: a best found at step 3 or 9 is saved anyway.
+    cfg = load_config(BASELINE, tiny_training_overrides(**{
+        "training.eval_every": 0.3, "checkpoint.save_checkpoint_every": 0.5, "checkpoint.save_total_limit": 1}))
+    run_dir = tmp_path / "run"
+    train(cfg, run_dir, show_progress=False)
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    vals = {e["step"]: e["val/loss"] for e in events if "val/loss" in e}
+    assert sorted(vals) == [3, 6, 9, 10]
+    best_step = min(vals, key=vals.get)
+    assert ckpt.best_checkpoint(run_dir).name == ckpt.checkpoint_name(best_step)
+    kept = {p.name for p in ckpt.list_checkpoints(run_dir)}
+    assert kept == {ckpt.checkpoint_name(10), ckpt.checkpoint_name(best_step)}  # newest + best survive rotation

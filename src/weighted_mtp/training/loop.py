@@ -202,7 +202,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
                 interval, interval_tokens, n_truncated = {}, 0, 0
                 interval_start = time.perf_counter()
 
-            is_last = step == total_steps
+            is_last, new_best = step == total_steps, False
             if val_split is not None and ((eval_every and step % eval_every == 0) or is_last):
                 pause = time.perf_counter()
                 val = run_validation(model, objective, val_split.items, collate,
@@ -213,14 +213,14 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
                 if metric is not None and math.isfinite(metric) and (
                     best is None or (metric < best["value"] if c.best_mode == "min" else metric > best["value"])
                 ):
-                    best = {"value": metric, "step": step}
+                    best, new_best = {"value": metric, "step": step}, True
                 interval_start += time.perf_counter() - pause  # validation time is not training throughput
-            if (save_every and step % save_every == 0) or (is_last and c.save_final):
+            if (save_every and step % save_every == 0) or (is_last and c.save_final) or (new_best and c.save_best):
                 state = {"step": step, "best": best, "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "feed": feed.state_dict(),
                          "objective": objective.state_dict(), "rng": _rng_state()}
                 saved = ckpt.save_checkpoint(run_dir, step, model, tokenizer, state)
-                if c.save_best and best is not None and best["step"] == step:
+                if c.save_best and new_best:
                     ckpt.mark_best(run_dir, saved)
                 ckpt.rotate_checkpoints(run_dir, c.save_total_limit)
         if c.save_final:
