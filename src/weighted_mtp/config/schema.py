@@ -33,8 +33,17 @@ class PolicyModelConfig:
 
 
 @dataclass
+class CriticModelConfig:
+    # Backbone of the critic: a local HF causal-LM directory (an MTP export works: its trunk and
+    # head 1 are a plain HF model). None: the policy's path, i.e. a value head on the policy trunk.
+    path: Optional[str] = None
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+@dataclass
 class ModelsConfig:
     policy: PolicyModelConfig = field(default_factory=PolicyModelConfig)
+    critic: CriticModelConfig = field(default_factory=CriticModelConfig)
 
 
 @dataclass
@@ -64,6 +73,13 @@ class CurriculumStage:
 
 
 @dataclass
+class PairSamplingConfig:
+    # Pairs to train / validate on; None means data_sampling.n_samples / val_n_samples.
+    n_pairs: Optional[int] = None
+    val_n_pairs: Optional[int] = None
+
+
+@dataclass
 class DataSamplingConfig:
     seed: int = 42
     n_samples: int = 2000
@@ -77,8 +93,13 @@ class DataSamplingConfig:
     difficulty_weights: dict[str, float] = field(default_factory=lambda: {"all": 1.0})
     curriculum: list[CurriculumStage] = field(default_factory=list)
     # Pair sampling, for objectives whose batches are (correct, incorrect) pairs.
+    pairwise: PairSamplingConfig = field(default_factory=lambda: PairSamplingConfig())
     max_pairs_per_problem: int = 8
     length_bins: Optional[list[int]] = None
+    # Asking for more rows/pairs than exist: false uses what exists (and says so), true fails.
+    strict: bool = False
+    # Also evaluate on this many training items at each validation, for train-minus-validation gaps.
+    train_eval_n_samples: int = 0
 
 
 @dataclass
@@ -94,6 +115,15 @@ class LossConfig:
     normalization: Literal["token_mean", "weight_mean"] = "token_mean"
     # Rows per fused unembedding + CE chunk: the largest logits tensor is [chunk_size, vocab].
     chunk_size: int = 1024
+
+
+@dataclass
+class LoRAConfig:
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    # None: every attention and MLP projection of the architecture.
+    target_modules: Optional[list[str]] = None
 
 
 @dataclass
@@ -121,6 +151,19 @@ class TrainingConfig:
     eval_every: float = 0.25
     # Batch size for validation (defaults to batch_size).
     eval_batch_size: Optional[int] = None
+    # Critic training (stage: critic). pointwise: a loss per sample against is_correct;
+    # pairwise: Bradley-Terry on mean response values of (correct, incorrect) pairs of a problem.
+    loss_type: Literal["pointwise", "pairwise"] = "pointwise"
+    pointwise_loss: Literal["bce", "mse", "lambda_return"] = "bce"
+    pairwise_margin: float = 0.0
+    td_gamma: float = 1.0
+    td_lambda: float = 0.95
+    value_head_type: Literal["linear", "mlp"] = "mlp"
+    dropout: float = 0.0
+    # 0 with use_lora false: frozen backbone (hidden states detached), only the value head trains.
+    num_unfrozen_layers: int = 0
+    use_lora: bool = False
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
 @dataclass

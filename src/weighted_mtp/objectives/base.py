@@ -1,14 +1,17 @@
-"""The contract between the one training loop and a method: an objective turns a batch into a
-loss plus metrics. Methods differ only here and in their YAML config."""
+"""The contract between the one training loop and a method: an objective says which model it
+trains, turns a batch into a loss plus metrics, and summarises whole-split validation. Methods
+differ only here and in their YAML config."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from torch import Tensor, nn
 
 from weighted_mtp.config.schema import Config
+from weighted_mtp.models.load import DTYPES, load_policy, load_tokenizer
 from weighted_mtp.models.mtp import MTPModel
 
 
@@ -16,19 +19,36 @@ from weighted_mtp.models.mtp import MTPModel
 class ObjectiveOutput:
     """loss: scalar to backpropagate. metrics: detached scalars (averaged by the loop over the log
     interval). sums: detached (numerator, denominator) pairs that validation aggregates exactly,
-    e.g. per-head CE weighted by its token count. n_tokens: target tokens in the batch."""
+    e.g. per-head CE weighted by its token count. samples: detached per-sample tensors (e.g. a
+    critic's sequence values and labels) that validation concatenates over the split and hands
+    to `validation_metrics`, for metrics that do not decompose over batches (AUC, F1)."""
 
     loss: Tensor
     metrics: dict[str, Tensor] = field(default_factory=dict)
     sums: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
-    n_tokens: int = 0
+    samples: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Objective(Protocol):
-    # "sft" batches carry input_ids/attention_mask/labels; "pairwise" batches pos_*/neg_*.
+    # Batch kind of training and of validation: "sft" batches carry input_ids / attention_mask /
+    # labels, "pairwise" batches pos_* / neg_* (a correct and an incorrect solution of a problem).
     batch_kind: str
+    val_batch_kind: str
 
-    def __call__(self, model: MTPModel, batch: dict[str, Any], *, training: bool) -> ObjectiveOutput: ...
+    def build_model(self) -> tuple[nn.Module, Any, Path]:
+        """(model, tokenizer, where the model came from) for a fresh run."""
+        ...
+
+    def load_model(self, directory: Path) -> nn.Module:
+        """The model saved by a checkpoint of this objective (for --resume)."""
+        ...
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any], *, training: bool) -> ObjectiveOutput: ...
+
+    def validation_metrics(self, samples: dict[str, Tensor], reference: dict[str, Tensor] | None) -> dict[str, float]:
+        """Metrics over a whole split's samples; `reference` holds the training-split samples of
+        the same evaluation (when evaluated), e.g. to calibrate a threshold on training data."""
+        ...
 
     def extra_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters owned by the objective (e.g. learned loss weights)."""
@@ -39,13 +59,27 @@ class Objective(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-class StatelessObjective:
-    """Default plumbing for objectives with no state and no parameters of their own."""
+class PolicyObjective:
+    """Default plumbing for objectives that train the MTP policy and keep no state of their own."""
 
     batch_kind = "sft"
+    val_batch_kind = "sft"
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+
+    def build_model(self) -> tuple[nn.Module, Any, Path]:
+        return load_policy(self.cfg)
+
+    def load_model(self, directory: Path) -> nn.Module:
+        policy = self.cfg.models.policy
+        return MTPModel.from_pretrained(directory, n_future_tokens=policy.n_future_tokens, dtype=DTYPES[policy.dtype])
+
+    def load_tokenizer(self, directory: Path):
+        return load_tokenizer(directory)
+
+    def validation_metrics(self, samples: dict[str, Tensor], reference: dict[str, Tensor] | None) -> dict[str, float]:
+        return {}
 
     def extra_parameters(self) -> list[nn.Parameter]:
         return []

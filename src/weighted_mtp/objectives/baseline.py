@@ -7,7 +7,7 @@ from typing import Any
 
 from weighted_mtp.losses.mtp_loss import mtp_cross_entropy
 from weighted_mtp.models.mtp import MTPModel
-from weighted_mtp.objectives.base import ObjectiveOutput, StatelessObjective
+from weighted_mtp.objectives.base import ObjectiveOutput, PolicyObjective
 
 
 def mtp_output_metrics(result, prefix: str = "") -> tuple[dict, dict]:
@@ -20,7 +20,7 @@ def mtp_output_metrics(result, prefix: str = "") -> tuple[dict, dict]:
     return metrics, sums
 
 
-class BaselineObjective(StatelessObjective):
+class BaselineObjective(PolicyObjective):
     def __call__(self, model: MTPModel, batch: dict[str, Any], *, training: bool) -> ObjectiveOutput:
         out = model(batch["input_ids"], batch["attention_mask"])
         loss_cfg = self.cfg.training.loss
@@ -37,5 +37,4 @@ class BaselineObjective(StatelessObjective):
         metrics["loss"] = result.loss.detach()
         n_next = result.per_head_tokens[0].to(result.loss.dtype)  # weight batches by their targets
         sums["loss"] = (result.loss.detach() * n_next, n_next)
-        return ObjectiveOutput(loss=result.loss, metrics=metrics, sums=sums,
-                               n_tokens=int(result.per_head_tokens[0]))
+        return ObjectiveOutput(loss=result.loss, metrics=metrics, sums=sums)

@@ -28,6 +28,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def save_model(model, tokenizer, directory: Path) -> None:
+    """Any model of an objective (MTP policy, critic) saves itself; the tokenizer goes beside it
+    so every checkpoint and export is self-contained."""
+    model.save_pretrained(directory)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+
+
 def checkpoint_name(step: int) -> str:
     return f"step_{step:08d}"
 
@@ -52,7 +60,7 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: d
     final = root / checkpoint_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=root))
     try:
-        model.save_pretrained(tmp / MODEL_SUBDIR, tokenizer=tokenizer)
+        save_model(model, tokenizer, tmp / MODEL_SUBDIR)
         torch.save(trainer_state, tmp / STATE_FILE)
         if final.exists():  # the same step saved again (e.g. periodic and end of training)
             stale = root / (final.name + ".tmp-stale")

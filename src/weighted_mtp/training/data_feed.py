@@ -42,13 +42,18 @@ class Split:
 
 
 def load_split(cfg: Config, which: str, pairwise: bool, progress: float = 0.0, progress_end: float = 1.0,
-               seed_offset: int = 0) -> Split:
-    """which: "train" or "validation". Validation never uses the curriculum."""
+               seed_offset: int = 0, n: int | None = None) -> Split:
+    """which: "train" or "validation". Validation never uses the curriculum. `n` overrides the
+    configured count (e.g. a training subset evaluated like validation)."""
     s = cfg.data_sampling
     key = "dataset.train" if which == "train" else "dataset.validation"
     path = resolve_data_path(getattr(cfg.dataset, which), cfg, key)
     index = JsonlIndex.load_or_build(path)
-    n = s.n_samples if which == "train" else s.val_n_samples
+    if n is None:
+        if pairwise:
+            n = (s.pairwise.n_pairs or s.n_samples) if which == "train" else (s.pairwise.val_n_pairs or s.val_n_samples)
+        else:
+            n = s.n_samples if which == "train" else s.val_n_samples
     seed = s.seed + seed_offset + (0 if which == "train" else 1_000_003)
     if pairwise:
         pairs, stats = sample_pairs(index, n, seed=seed, max_pairs_per_problem=s.max_pairs_per_problem,
@@ -64,7 +69,18 @@ def load_split(cfg: Config, which: str, pairwise: bool, progress: float = 0.0, p
         items = index.read(rows)
     if not items:
         raise DataError(f"empty split after sampling: {path} ({key}) gave 0 rows")
+    what = "pairs" if pairwise else "rows"
+    if len(items) < n:
+        message = f"{path}: asked for {n} {what}, only {len(items)} exist with these filters"
+        if s.strict:
+            raise DataError(message + " (data_sampling.strict is true)")
+        print(f"note: {message}; using {len(items)}")
     return Split(path=path, items=items, stats=stats)
+
+
+def problem_ids(items: list[Any]) -> set[str]:
+    """Problems of a split's items (Records or (correct, incorrect) pairs)."""
+    return {(item[0] if isinstance(item, tuple) else item).problem_id for item in items}
 
 
 class BatchFeed:

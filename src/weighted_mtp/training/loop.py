@@ -24,11 +24,10 @@ from transformers.utils import logging as hf_logging
 from weighted_mtp.config import Config, config_to_dict
 from weighted_mtp.data.collate import PairwiseCollator, SFTCollator
 from weighted_mtp.errors import TrainingError, WMTPError
-from weighted_mtp.models.load import DTYPES, load_policy, load_tokenizer
-from weighted_mtp.models.mtp import MTPModel
+from weighted_mtp.models.load import load_tokenizer
 from weighted_mtp.objectives import OBJECTIVES
 from weighted_mtp.training import checkpoint as ckpt
-from weighted_mtp.training.data_feed import BatchFeed, load_split
+from weighted_mtp.training.data_feed import BatchFeed, load_split, problem_ids
 from weighted_mtp.training.optim import build_optimizer, build_scheduler
 from weighted_mtp.training.resources import peak_memory_mb
 from weighted_mtp.training.tracking import MetricLogger
@@ -105,23 +104,23 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
         raise WMTPError(f"{run_dir} already holds checkpoints; pass --resume {run_dir} or choose another --output-dir")
 
     objective = OBJECTIVES[cfg.experiment.stage](cfg)
-    pairwise = objective.batch_kind == "pairwise"
+    pairwise, val_pairwise = objective.batch_kind == "pairwise", objective.val_batch_kind == "pairwise"
     # Data first: a malformed file fails in seconds, before any model is loaded.
     first_span = min(1.0, 1.0 / max(1.0, t.n_epochs))
     train_split = load_split(cfg, "train", pairwise, progress_end=first_span)
-    val_split = load_split(cfg, "validation", pairwise) if cfg.data_sampling.val_n_samples > 0 else None
+    val_split = load_split(cfg, "validation", val_pairwise) if cfg.data_sampling.val_n_samples > 0 else None
+    train_eval_items = _train_eval_items(cfg, train_split, pairwise, val_pairwise)
+    overlap = len(problem_ids(train_split.items) & problem_ids(val_split.items)) if val_split else 0
     if resume_from is None:
-        model, tokenizer, model_path = load_policy(cfg)
+        model, tokenizer, model_path = objective.build_model()
     else:
         model_path = resume_from / ckpt.MODEL_SUBDIR
-        model = MTPModel.from_pretrained(model_path, n_future_tokens=cfg.models.policy.n_future_tokens,
-                                         dtype=DTYPES[cfg.models.policy.dtype])
-        tokenizer = load_tokenizer(model_path)
+        model, tokenizer = objective.load_model(model_path), load_tokenizer(model_path)
     model.to(device)
 
     run_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be usable
-    collator_cls = PairwiseCollator if pairwise else SFTCollator
-    collate = collator_cls(tokenizer, cfg.dataset.max_length, cfg.dataset.pad_to_multiple_of)
+    collate = _collator(pairwise, tokenizer, cfg)
+    val_collate = _collator(val_pairwise, tokenizer, cfg)
     feed = BatchFeed(cfg, train_split, t.batch_size, pairwise, t.n_epochs)
 
     steps_per_epoch = max(1, math.ceil(feed.batches_per_epoch / t.gradient_accumulation_steps))
@@ -152,6 +151,11 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
     print(f"data: {len(train_split.items)} train items from {train_split.path}"
           + (f", {len(val_split.items)} validation items" if val_split else "")
           + f"; {total_steps} optimizer steps" + (f", resuming at step {step}" if resume_from else ""))
+    if val_split is not None:
+        print(f"validation problems also in training: {overlap}")
+    if resume_from is None:
+        logger.log(0, {"data/train_items": len(train_split.items), "data/problem_overlap": overlap,
+                       "data/val_items": len(val_split.items) if val_split else 0})
 
     result = TrainResult(run_dir=run_dir, steps=step, final_dir=None, tracking_uri=logger.tracking_uri)
     interval: dict[str, list[torch.Tensor]] = {}
@@ -205,7 +209,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
             is_last, new_best = step == total_steps, False
             if val_split is not None and ((eval_every and step % eval_every == 0) or is_last):
                 pause = time.perf_counter()
-                val = run_validation(model, objective, val_split.items, collate,
+                val = run_validation(model, objective, val_split.items, train_eval_items, val_collate,
                                      t.eval_batch_size or t.batch_size, device, lambda: _autocast(cfg, device))
                 logger.log(step, val)
                 result.last_val = val
@@ -237,12 +241,28 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
     return result
 
 
-def _export_final(run_dir: Path, model: MTPModel, tokenizer) -> Path:
+def _collator(pairwise: bool, tokenizer, cfg: Config):
+    cls = PairwiseCollator if pairwise else SFTCollator
+    return cls(tokenizer, cfg.dataset.max_length, cfg.dataset.pad_to_multiple_of)
+
+
+def _train_eval_items(cfg: Config, train_split, pairwise: bool, val_pairwise: bool) -> list | None:
+    """Training items evaluated like validation: the first trained items when both use the
+    same batch kind, else pairs drawn from the training file (problems the model trained on)."""
+    n = cfg.data_sampling.train_eval_n_samples
+    if n <= 0:
+        return None
+    if pairwise == val_pairwise:
+        return train_split.items[:n]
+    return load_split(cfg, "train", val_pairwise, n=n, seed_offset=1).items
+
+
+def _export_final(run_dir: Path, model, tokenizer) -> Path:
     """`final/` is replaced only once the new export is complete."""
     final = run_dir / "final"
     tmp = run_dir / "final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, tokenizer=tokenizer)
+    ckpt.save_model(model, tokenizer, tmp)
     if final.exists():
         old = run_dir / "final.old"
         shutil.rmtree(old, ignore_errors=True)

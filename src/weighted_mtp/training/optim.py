@@ -15,9 +15,10 @@ from weighted_mtp.models.hf_layout import find_layout
 def parameter_groups(model: nn.Module, cfg: TrainingConfig, extra: list[nn.Parameter] = ()) -> list[dict]:
     """Head 1 (the LM's last block) and heads 2..K share the heads LR; norms, biases and other
     1-D parameters get no weight decay. Frozen parameters are left out."""
-    lm = getattr(model, "lm", model)
     head_ids = {id(p) for p in getattr(model, "extra_heads", nn.ModuleList()).parameters()}
-    head_ids |= {id(p) for p in find_layout(lm).layers[-1].parameters()}
+    lm = getattr(model, "lm", None)
+    if lm is not None:  # an MTP policy: head 1 is the LM's last block (a critic has no LM head)
+        head_ids |= {id(p) for p in find_layout(lm).layers[-1].parameters()}
     value_ids = {id(p) for p in getattr(model, "value_head", nn.ModuleList()).parameters()}
     lrs = {
         "trunk": cfg.trunk_learning_rate or cfg.learning_rate,

@@ -1,6 +1,7 @@
-"""Validation: the objective in eval mode over the whole validation split, aggregated exactly
-(sums of per-token quantities over sums of counts, not means of batch means). It reads and
-changes no training state, so validating never alters the training trajectory."""
+"""Validation: the objective in eval mode over a whole split, aggregated exactly (sums of
+per-token quantities over sums of counts, not means of batch means), plus per-sample outputs
+that the objective turns into split-level metrics (AUC, F1). It reads and changes no training
+state, so validating never alters the training trajectory."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import torch
 
 
 @torch.no_grad()
-def run_validation(model, objective, items: list, collate, batch_size: int, device: torch.device,
-                   autocast: Callable) -> dict[str, float]:
+def evaluate_split(model, objective, items: list, collate, batch_size: int, device: torch.device,
+                   autocast: Callable) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Returns (metrics from the objective's sums, concatenated per-sample outputs)."""
     was_training = model.training
     model.eval()
     sums: dict[str, list[float]] = {}
+    samples: dict[str, list[torch.Tensor]] = {}
     try:
         for start in range(0, len(items), batch_size):
             batch = collate(items[start:start + batch_size])
@@ -26,6 +29,26 @@ def run_validation(model, objective, items: list, collate, batch_size: int, devi
                 acc = sums.setdefault(name, [0.0, 0.0])
                 acc[0] += float(num)
                 acc[1] += float(den)
+            for name, value in out.samples.items():
+                samples.setdefault(name, []).append(value.detach().float().cpu())
     finally:
         model.train(was_training)
-    return {f"val/{name}": (num / den if den > 0 else float("nan")) for name, (num, den) in sums.items()}
+    metrics = {name: (num / den if den > 0 else float("nan")) for name, (num, den) in sums.items()}
+    return metrics, {name: torch.cat(parts) for name, parts in samples.items()}
+
+
+def run_validation(model, objective, val_items: list, train_eval_items: list | None, collate, batch_size: int,
+                   device: torch.device, autocast: Callable) -> dict[str, float]:
+    """`val/*` metrics; with a training subset also `train_eval/*` and `gap/*` (train minus
+    validation), the overfitting signal a critic must be judged by."""
+    val, val_samples = evaluate_split(model, objective, val_items, collate, batch_size, device, autocast)
+    ref_metrics, ref_samples = ({}, None)
+    if train_eval_items:
+        ref_metrics, ref_samples = evaluate_split(model, objective, train_eval_items, collate, batch_size, device,
+                                                  autocast)
+        ref_metrics.update(objective.validation_metrics(ref_samples, ref_samples))
+    val.update(objective.validation_metrics(val_samples, ref_samples))
+    out = {f"val/{k}": v for k, v in val.items()}
+    out.update({f"train_eval/{k}": v for k, v in ref_metrics.items()})
+    out.update({f"gap/{k}": ref_metrics[k] - v for k, v in val.items() if k in ref_metrics})
+    return out
