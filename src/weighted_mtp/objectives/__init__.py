@@ -2,9 +2,11 @@
 
 from weighted_mtp.objectives.base import Objective, ObjectiveOutput
 from weighted_mtp.objectives.baseline import BaselineObjective
+from weighted_mtp.objectives.critic import CriticObjective
 
 OBJECTIVES = {
     "baseline": BaselineObjective,
+    "critic": CriticObjective,
 }
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveOutput"]

@@ -146,8 +146,10 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
                           params=config_to_dict(cfg), resume=resume_from is not None,
                           tags={"stage": cfg.experiment.stage, **{tag: "true" for tag in cfg.experiment.tags}})
     n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"run directory: {run_dir}")
-    print(f"model: {model_path} ({n_params / 1e6:.2f}M parameters, K={model.n_future_tokens}) on {device}")
+    print(f"model: {type(model).__name__} from {model_path} ({n_params / 1e6:.2f}M parameters, "
+          f"{n_trainable / 1e6:.2f}M trainable) on {device}")
     print(f"data: {len(train_split.items)} train items from {train_split.path}"
           + (f", {len(val_split.items)} validation items" if val_split else "")
           + f"; {total_steps} optimizer steps" + (f", resuming at step {step}" if resume_from else ""))
