@@ -70,3 +70,8 @@ def test_scheduler_drives_each_group_from_its_own_base_lr():
         sched.step()
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
     assert lrs["heads"] == pytest.approx(4e-3 * 0.5) and lrs["trunk"] == pytest.approx(1e-3 * 0.5)
+
+
+def test_zero_learning_rate_is_kept_not_replaced_by_the_default():
+    groups = {g["name"]: g for g in parameter_groups(_tiny_mtp(), TrainingConfig(learning_rate=1e-3, trunk_learning_rate=0.0))}
+    assert groups["trunk"]["lr"] == 0.0 and groups["heads"]["lr"] == 1e-3

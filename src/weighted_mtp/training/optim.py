@@ -20,10 +20,13 @@ def parameter_groups(model: nn.Module, cfg: TrainingConfig, extra: list[nn.Param
     if lm is not None:  # an MTP policy: head 1 is the LM's last block (a critic has no LM head)
         head_ids |= {id(p) for p in find_layout(lm).layers[-1].parameters()}
     value_ids = {id(p) for p in getattr(model, "value_head", nn.ModuleList()).parameters()}
+    def lr(value: float | None) -> float:  # 0.0 is a real choice (a frozen part), only None defaults
+        return cfg.learning_rate if value is None else value
+
     lrs = {
-        "trunk": cfg.trunk_learning_rate or cfg.learning_rate,
-        "heads": cfg.heads_learning_rate or cfg.learning_rate,
-        "value_head": cfg.value_head_learning_rate or cfg.learning_rate,
+        "trunk": lr(cfg.trunk_learning_rate),
+        "heads": lr(cfg.heads_learning_rate),
+        "value_head": lr(cfg.value_head_learning_rate),
         "objective": cfg.learning_rate,
     }
     buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
