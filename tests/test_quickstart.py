@@ -32,6 +32,16 @@ def test_quickstart_prints_summary_and_tracks_in_mlflow(tmp_path, capsys, micro_
     assert client.get_metric_history(run_id, "val/ce_head4")
     assert not (tmp_path.parent / "mlruns").exists() and not (tmp_path / "mlruns").exists()
 
+    # Critics trained on the baseline's trunk, their validation numbers side by side.
+    assert "critic_pointwise" in out and "critic_pairwise" in out
+    row = next(line for line in out.splitlines() if "val pairwise accuracy" in line)
+    accuracies = [float(x) for x in row.split()[-2:]]
+    assert all(0.0 <= a <= 1.0 for a in accuracies)
+    assert "train - val accuracy gap" in out
+    for name in ("critic_pointwise", "critic_pairwise"):
+        config = (tmp_path / name / "config.yaml").read_text()
+        assert str(run_dir / "final") in config  # the critic's backbone is the trained policy
+
     # An earlier quickstart run is moved aside, never overwritten.
     (moved,) = tmp_path.glob("baseline.old-*")
     assert (moved / "earlier-run").read_text() == "keep me"

@@ -31,19 +31,45 @@ def summarise(name: str, result: TrainResult) -> str:
     return "\n".join(lines)
 
 
+CRITIC_ROWS = [("val/pairwise_accuracy", "val pairwise accuracy"), ("train_eval/pairwise_accuracy", "train pairwise accuracy"),
+               ("gap/pairwise_accuracy", "train - val accuracy gap"), ("val/auc", "val AUC"),
+               ("gap/auc", "train - val AUC gap"), ("val/f1", "val F1"), ("val/mean_correct", "val mean V correct"),
+               ("val/mean_incorrect", "val mean V incorrect"), ("val/gap", "val mean V gap"),
+               ("val/position_corr", "val corr(V, position)"), ("val/spikiness", "val spikiness")]
+
+
+def critic_table(results: dict[str, TrainResult]) -> str:
+    names = list(results)
+    lines = [f"   {'critic metric':<26}" + "".join(f"{n:>18}" for n in names)]
+    for key, label in CRITIC_ROWS:
+        lines.append(f"   {label:<26}" + "".join(f"{results[n].last_val.get(key, math.nan):>18.3f}" for n in names))
+    return "\n".join(lines)
+
+
+def _fresh(run_dir: Path) -> Path:
+    if run_dir.exists():  # never delete an earlier run: move it aside
+        moved = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(moved)
+        print(f"moved the previous {run_dir.name} run to {moved}")
+    return run_dir
+
+
 def run_quickstart(output_dir: Path, configs_root: Path, steps: int | None = None) -> dict[str, TrainResult]:
+    """Baseline policy, then a pointwise and a pairwise critic on its trunk."""
     overrides = [f"training.max_steps={steps}"] if steps else []
     start = time.perf_counter()
     results = {}
     cfg = load_config(configs_root / "baseline" / "baseline.yaml", overrides)
-    run_dir = output_dir / "baseline"
-    if run_dir.exists():  # never delete an earlier run: move it aside
-        moved = run_dir.with_name(f"baseline.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir.rename(moved)
-        print(f"moved the previous quickstart run to {moved}")
-    results["baseline"] = train(cfg, run_dir, resume=False)
+    results["baseline"] = train(cfg, _fresh(output_dir / "baseline"))
+    policy = results["baseline"].final_dir
+    for name, config in (("critic_pointwise", "critic.yaml"), ("critic_pairwise", "critic_pairwise.yaml")):
+        cfg = load_config(configs_root / "critic" / config, overrides + [f"models.policy.path={policy}"])
+        results[name] = train(cfg, _fresh(output_dir / name))
     print()
-    for name, result in results.items():
-        print(summarise(name, result))
+    print(summarise("baseline", results["baseline"]))
+    print(f"== critics on the baseline trunk (frozen), validated on unseen problems")
+    for name in ("critic_pointwise", "critic_pairwise"):
+        print(f"   {name}: {results[name].steps} steps, run directory {results[name].run_dir}")
+    print(critic_table({n: results[n] for n in ("critic_pointwise", "critic_pairwise")}))
     print(f"quickstart finished in {time.perf_counter() - start:.0f} s; everything is under {output_dir}")
     return results
