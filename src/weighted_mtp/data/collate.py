@@ -194,3 +194,7 @@ class PairwiseCollator(_Collator):
                 batch[f"{side}_{key}"] = tensor
         batch["n_truncated"] = sum(e.truncated for e in examples)
         return batch
+
+
+# The name the project we replace (and its users) know this collator by.
+PairwiseDataCollator = PairwiseCollator
