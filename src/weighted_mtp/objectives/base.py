@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from torch import Tensor, nn
 
 from weighted_mtp.config.schema import Config
-from weighted_mtp.models.load import DTYPES, load_policy, load_tokenizer
+from weighted_mtp.models.load import DTYPES, load_policy
 from weighted_mtp.models.mtp import MTPModel
 
 
@@ -74,9 +74,6 @@ class PolicyObjective:
     def load_model(self, directory: Path) -> nn.Module:
         policy = self.cfg.models.policy
         return MTPModel.from_pretrained(directory, n_future_tokens=policy.n_future_tokens, dtype=DTYPES[policy.dtype])
-
-    def load_tokenizer(self, directory: Path):
-        return load_tokenizer(directory)
 
     def validation_metrics(self, samples: dict[str, Tensor], reference: dict[str, Tensor] | None) -> dict[str, float]:
         return {}
