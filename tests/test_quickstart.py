@@ -3,6 +3,8 @@ metrics that metrics.jsonl holds."""
 
 import json
 
+import pytest
+
 from weighted_mtp.cli import main
 
 
@@ -32,15 +34,19 @@ def test_quickstart_prints_summary_and_tracks_in_mlflow(tmp_path, capsys, micro_
     assert client.get_metric_history(run_id, "val/ce_head4")
     assert not (tmp_path.parent / "mlruns").exists() and not (tmp_path / "mlruns").exists()
 
-    # Critics trained on the baseline's trunk, their validation numbers side by side.
-    assert "critic_pointwise" in out and "critic_pairwise" in out
+    # The pairwise critic trains on the baseline's trunk; verifiable and Rho-1 use it / the baseline.
     row = next(line for line in out.splitlines() if "val pairwise accuracy" in line)
-    accuracies = [float(x) for x in row.split()[-2:]]
-    assert all(0.0 <= a <= 1.0 for a in accuracies)
-    assert "train - val accuracy gap" in out
-    for name in ("critic_pointwise", "critic_pairwise"):
-        config = (tmp_path / name / "config.yaml").read_text()
-        assert str(run_dir / "final") in config  # the critic's backbone is the trained policy
+    assert 0.0 <= float(row.split()[-1]) <= 1.0
+    assert str(run_dir / "final") in (tmp_path / "critic_pairwise" / "config.yaml").read_text()
+    assert str(tmp_path / "critic_pairwise" / "final") in (tmp_path / "verifiable_pairwise" / "config.yaml").read_text()
+    assert str(run_dir / "final") in (tmp_path / "rho1" / "config.yaml").read_text()
+    header = next(line for line in out.splitlines() if line.split()[:1] == ["metric"])
+    assert header.split()[1:] == ["baseline", "verifiable_pairwise", "rho1"]
+    cells = {line[:31].strip(): line[31:].split() for line in out.splitlines() if line.startswith("   ")}
+    assert all(float(x) > 0 for x in cells["val CE head 4"])  # every arm validated on head 4
+    assert cells["weight mean"][0] == "-" and float(cells["weight mean"][1]) > 0  # baseline has no weights
+    assert float(cells["rho-1 selection ratio"][2]) == pytest.approx(0.7, abs=0.02)
+    assert 0.0 <= float(cells["critic train pair accuracy"][1]) <= 1.0
 
     # An earlier quickstart run is moved aside, never overwritten.
     (moved,) = tmp_path.glob("baseline.old-*")

@@ -78,6 +78,57 @@ def cmd_data_embedded(args) -> int:
     return 0
 
 
+def cmd_data_ref_ce(args) -> int:
+    """Cache a reference model's per-token CE in a copy of a dataset, so a Rho-1 run loads one model."""
+    import torch
+
+    from weighted_mtp.config import load_config
+    from weighted_mtp.data.ref_ce import write_reference_ce
+    from weighted_mtp.errors import ConfigError
+    from weighted_mtp.models.load import DTYPES, load_tokenizer, resolve_model_path
+    from weighted_mtp.models.reference import ReferenceModel, check_same_tokenizer
+    from weighted_mtp.training.data_feed import resolve_data_path
+
+    cfg = load_config(args.config, args.override)
+    data_key = f"dataset.{args.split}"
+    data_path = resolve_data_path(getattr(cfg.dataset, args.split), cfg, data_key)
+    ref_spec = args.reference or cfg.models.reference.path
+    if ref_spec is None:
+        raise ConfigError("wmtp data ref-ce needs a reference model: pass --reference DIR or set config key "
+                          "'models.reference.path'")
+    ref_source = "--reference" if args.reference else "config key 'models.reference.path'"
+    ref_dir = resolve_model_path(ref_spec, cfg) if ref_spec.startswith("embedded:") else Path(ref_spec).expanduser()
+    if not (ref_dir / "config.json").is_file():
+        raise ConfigError(f"{ref_source}: {ref_spec} is not a local HF model directory (no config.json)")
+    policy = cfg.models.policy
+    tok_dir = resolve_model_path(policy.tokenizer_path or policy.path, cfg)
+    tokenizer = load_tokenizer(tok_dir)
+    try:
+        ref_tokenizer = load_tokenizer(ref_dir)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{ref_source}: {ref_dir} has no loadable tokenizer, so it cannot be checked against "
+                          f"the policy's ({type(e).__name__}: {e})") from e
+    check_same_tokenizer(tokenizer, ref_tokenizer, tok_dir, ref_dir)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    reference = ReferenceModel.load(ref_dir, dtype=DTYPES[cfg.models.reference.dtype])
+
+    printed = [0]
+
+    def progress(stats: dict) -> None:
+        if stats["rows"] - printed[0] >= 10_000:
+            printed[0] = stats["rows"]
+            print(f"  {stats['rows']} rows", file=sys.stderr, flush=True)
+
+    stats = write_reference_ce(data_path, args.output, reference, tokenizer, cfg.dataset.max_length,
+                               batch_size=args.batch_size, correct_only=args.correct_only, device=device,
+                               progress=progress)
+    print(f"wrote {args.output}: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
+    print(f"reference {ref_dir}, {data_key} {data_path}, dataset.max_length={cfg.dataset.max_length}")
+    print(f"to use it: set {data_key}={args.output} and models.reference.path=null "
+          "(keep dataset.max_length and the policy tokenizer unchanged)")
+    return 0
+
+
 def cmd_models_import_meta(args) -> int:
     from weighted_mtp.models.meta_import import import_meta_mtp
 
@@ -131,6 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--seed", type=int, default=0)
     de.add_argument("--n-problems", type=int, default=2000)
     de.set_defaults(func=cmd_data_embedded)
+    dr = d.add_parser("ref-ce", help="copy a dataset with a reference model's per-token CE (for Rho-1)")
+    dr.add_argument("config", type=Path)
+    dr.add_argument("--output", type=Path, required=True, metavar="FILE")
+    dr.add_argument("--split", choices=["train", "validation"], default="train")
+    dr.add_argument("--reference", metavar="DIR", help="reference model directory (default models.reference.path)")
+    dr.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
+    dr.add_argument("--correct-only", action="store_true", help="score only correct rows (others copied as is)")
+    dr.add_argument("--batch-size", type=int, default=16)
+    dr.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    dr.set_defaults(func=cmd_data_ref_ce)
 
     m = sub.add_parser("models", help="model import and the embedded micro model").add_subparsers(
         dest="models_command", required=True)

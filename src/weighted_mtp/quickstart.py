@@ -1,6 +1,6 @@
 """`wmtp quickstart`: the README's main job. Builds the embedded data and micro model, trains the
-baseline, and prints what a newcomer wants to see: per-head losses, throughput, where things are.
-Later stages (critic, verifiable, ...) add their arms here, each in its own run directory."""
+baseline, a pairwise critic, verifiable WMTP and Rho-1, and prints what a newcomer wants to see:
+per-head losses, throughput, the critic's accuracy and one table comparing the arms."""
 
 from __future__ import annotations
 
@@ -37,12 +37,42 @@ CRITIC_ROWS = [("val/pairwise_accuracy", "val pairwise accuracy"), ("train_eval/
                ("val/mean_incorrect", "val mean V incorrect"), ("val/gap", "val mean V gap"),
                ("val/position_corr", "val corr(V, position)"), ("val/spikiness", "val spikiness")]
 
+# (key in last_val or last_train, label): the arms' comparison. Weight statistics are the last
+# logging interval's (response tokens of the training batches).
+ARM_ROWS = [("val/loss", "val CE, mean over heads")] + [(f"val/ce_head{k}", f"val CE head {k}") for k in range(1, 5)] + [
+    ("train/weight/mean", "weight mean"), ("train/weight/std", "weight std"), ("train/weight/p50", "weight p50"),
+    ("train/weight/p95", "weight p95"), ("train/weight/max", "weight max"),
+    ("train/weight/fraction_clipped", "weight fraction clipped"),
+    ("train/weight/effective_token_fraction", "effective token fraction"),
+    ("train/weight/selection_ratio", "rho-1 selection ratio"),
+    ("train/weighted_unweighted_ratio", "weighted / unweighted loss"),
+    ("train/pairwise_accuracy", "critic train pair accuracy"), ("train/value_loss", "critic value loss"),
+    ("train/tokens_per_s", "train tokens/s"),
+]
+
 
 def critic_table(results: dict[str, TrainResult]) -> str:
     names = list(results)
     lines = [f"   {'critic metric':<26}" + "".join(f"{n:>18}" for n in names)]
     for key, label in CRITIC_ROWS:
         lines.append(f"   {label:<26}" + "".join(f"{results[n].last_val.get(key, math.nan):>18.3f}" for n in names))
+    return "\n".join(lines)
+
+
+def arms_table(results: dict[str, TrainResult]) -> str:
+    """One row per metric, one column per arm; '-' where an arm has no such metric."""
+    names = list(results)
+    width = max(14, *(len(n) + 2 for n in names))
+    lines = [f"   {'metric':<28}" + "".join(f"{n:>{width}}" for n in names)]
+    for key, label in ARM_ROWS:
+        cells = []
+        for n in names:
+            value = {**results[n].last_train, **results[n].last_val}.get(key)
+            if key == "train/tokens_per_s":
+                value = results[n].tokens_per_s
+            cells.append(f"{'-':>{width}}" if value is None or not math.isfinite(value) else
+                         f"{value:>{width},.0f}" if key == "train/tokens_per_s" else f"{value:>{width}.4f}")
+        lines.append(f"   {label:<28}" + "".join(cells))
     return "\n".join(lines)
 
 
@@ -55,21 +85,34 @@ def _fresh(run_dir: Path) -> Path:
 
 
 def run_quickstart(output_dir: Path, configs_root: Path, steps: int | None = None) -> dict[str, TrainResult]:
-    """Baseline policy, then a pointwise and a pairwise critic on its trunk."""
+    """Baseline -> pairwise critic on its trunk -> verifiable WMTP with the pairwise auxiliary
+    loss (that critic scores tokens and keeps learning) -> Rho-1 with the baseline's next-token
+    head as the reference. Every policy arm starts from the same micro model with the same step
+    budget and is validated on the same correct solutions, so their CE compare."""
     overrides = [f"training.max_steps={steps}"] if steps else []
     start = time.perf_counter()
     results = {}
     cfg = load_config(configs_root / "baseline" / "baseline.yaml", overrides)
     results["baseline"] = train(cfg, _fresh(output_dir / "baseline"))
     policy = results["baseline"].final_dir
-    for name, config in (("critic_pointwise", "critic.yaml"), ("critic_pairwise", "critic_pairwise.yaml")):
-        cfg = load_config(configs_root / "critic" / config, overrides + [f"models.policy.path={policy}"])
-        results[name] = train(cfg, _fresh(output_dir / name))
+    cfg = load_config(configs_root / "critic" / "critic_pairwise.yaml", overrides + [f"models.policy.path={policy}"])
+    results["critic_pairwise"] = train(cfg, _fresh(output_dir / "critic_pairwise"))
+    critic = results["critic_pairwise"].final_dir
+    cfg = load_config(configs_root / "verifiable" / "verifiable_pairwise.yaml",
+                      overrides + [f"models.critic.path={critic}"])
+    results["verifiable_pairwise"] = train(cfg, _fresh(output_dir / "verifiable_pairwise"))
+    cfg = load_config(configs_root / "rho1" / "rho1.yaml", overrides + [f"models.reference.path={policy}"])
+    results["rho1"] = train(cfg, _fresh(output_dir / "rho1"))
     print()
     print(summarise("baseline", results["baseline"]))
-    print(f"== critics on the baseline trunk (frozen), validated on unseen problems")
-    for name in ("critic_pointwise", "critic_pairwise"):
+    print(f"== pairwise critic on the baseline trunk (frozen), validated on unseen problems: "
+          f"{results['critic_pairwise'].steps} steps, run directory {results['critic_pairwise'].run_dir}")
+    print(critic_table({"critic_pairwise": results["critic_pairwise"]}))
+    print("== policy arms: same micro model, data budget and validation split "
+          "(val CE is unweighted in every arm; weights are over response tokens)")
+    for name in ("verifiable_pairwise", "rho1"):
         print(f"   {name}: {results[name].steps} steps, run directory {results[name].run_dir}")
-    print(critic_table({n: results[n] for n in ("critic_pointwise", "critic_pairwise")}))
+    print(f"   rho1 reference: the baseline's next-token head ({policy})")
+    print(arms_table({n: results[n] for n in ("baseline", "verifiable_pairwise", "rho1")}))
     print(f"quickstart finished in {time.perf_counter() - start:.0f} s; everything is under {output_dir}")
     return results

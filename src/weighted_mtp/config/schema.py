@@ -34,8 +34,18 @@ class PolicyModelConfig:
 
 @dataclass
 class CriticModelConfig:
-    # Backbone of the critic: a local HF causal-LM directory (an MTP export works: its trunk and
-    # head 1 are a plain HF model). None: the policy's path, i.e. a value head on the policy trunk.
+    # Stage critic: the backbone, a local HF causal-LM directory (an MTP export works: its trunk
+    # and head 1 are a plain HF model); None: the policy's path. Stage verifiable with
+    # critic_mode separate: a trained critic (the critic stage's `final/`), used frozen.
+    path: Optional[str] = None
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+@dataclass
+class ReferenceModelConfig:
+    # Rho-1 reference: a local HF causal-LM directory (an MTP export works: its head 1 is the
+    # next-token model). It must tokenize exactly like the policy (excess loss is per token).
+    # None: the batches must carry a precomputed `ref_ce` column (`wmtp data ref-ce`).
     path: Optional[str] = None
     dtype: Literal["float32", "bfloat16"] = "float32"
 
@@ -44,6 +54,7 @@ class CriticModelConfig:
 class ModelsConfig:
     policy: PolicyModelConfig = field(default_factory=PolicyModelConfig)
     critic: CriticModelConfig = field(default_factory=CriticModelConfig)
+    reference: ReferenceModelConfig = field(default_factory=ReferenceModelConfig)
 
 
 @dataclass
@@ -127,6 +138,29 @@ class LoRAConfig:
 
 
 @dataclass
+class WeightingConfig:
+    # How each target token of the MTP loss is weighted (see `weighted_mtp.weighting`):
+    # uniform | critic (exp of the whitened GAE advantage) | rho1 (excess loss against a
+    # reference) | random_matched / shuffled (controls with the critic weights' statistics).
+    scheme: Literal["uniform", "critic", "rho1", "random_matched", "shuffled"] = "uniform"
+    # critic: w = clip(exp(A_hat / beta), min_weight, max_weight).
+    beta: float = 1.0
+    min_weight: float = 0.1
+    max_weight: float = 3.0
+    # Whiten advantages with running statistics that only training batches update.
+    whiten: bool = True
+    stats_momentum: float = 0.1
+    stats_warmup_steps: int = 10
+    # rho1: excess = CE_policy - CE_reference (signed) or its absolute value.
+    rho1_mode: Literal["signed", "absolute"] = "signed"
+    # topk: keep the top rho1_k_percent of response tokens of the batch (0/1 weights);
+    # soft: w = N * softmax(excess / rho1_temperature) over the batch's response tokens.
+    rho1_selection: Literal["topk", "soft"] = "topk"
+    rho1_k_percent: float = 0.7
+    rho1_temperature: float = 1.0
+
+
+@dataclass
 class TrainingConfig:
     n_epochs: float = 1.0
     # When set, overrides n_epochs.
@@ -164,6 +198,19 @@ class TrainingConfig:
     num_unfrozen_layers: int = 0
     use_lora: bool = False
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    # Weighted policy training (stages: verifiable, rho1).
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
+    # separate: the critic at models.critic.path (a critic stage export) scores tokens;
+    # shared: a value head on the policy trunk, trained jointly with the policy.
+    critic_mode: Literal["separate", "shared"] = "separate"
+    # separate critic: keep training its value head (backbone frozen) with the value and
+    # pairwise terms on stage-2 pairs; false: a fully frozen critic.
+    critic_trainable: bool = False
+    # total = policy + value_coef * value + aux_coef * pairwise (the last two only train a shared
+    # or critic_trainable critic; with a frozen critic they are logged).
+    value_coef: float = 0.5
+    use_pairwise: bool = False
+    aux_coef: float = 0.1
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from weighted_mtp.data.records import Record
-from weighted_mtp.errors import ConfigError
+from weighted_mtp.errors import ConfigError, DataError
 
 IGNORE_INDEX = -100
 
@@ -162,17 +162,57 @@ class _Collator:
         return longest
 
 
+def response_positions(example: TokenizedExample) -> list[int]:
+    """Positions j with a target (labels[j] != -100), in order: where a per-target column
+    such as ref_ce goes."""
+    return [j for j, label in enumerate(example.labels) if label != IGNORE_INDEX]
+
+
+def place_ref_ce(records: Sequence[Record], examples: Sequence[TokenizedExample], length: int,
+                 max_length: int) -> torch.Tensor | None:
+    """float32 [B, length]: each row's cached reference CE at its response target positions,
+    0 elsewhere; None when no record carries one. A longer column is cut to the targets left
+    after truncation (computed at a larger max_length); a shorter one cannot be right."""
+    present = [r.ref_ce is not None for r in records]
+    if not any(present):
+        return None
+    if not all(present):
+        missing = records[present.index(False)].task_id
+        raise DataError(
+            f"batch mixes rows with and without 'ref_ce': task_id {missing!r} has none (rows skipped by "
+            "`wmtp data ref-ce --correct-only` carry no ref_ce; sample correct rows only, or regenerate without it)"
+        )
+    out = torch.zeros(len(records), length, dtype=torch.float32)
+    for i, (record, example) in enumerate(zip(records, examples)):
+        positions = response_positions(example)
+        if len(positions) > len(record.ref_ce):
+            raise DataError(
+                f"task_id {record.task_id!r}: 'ref_ce' has {len(record.ref_ce)} values but the row has "
+                f"{len(positions)} response target tokens at dataset.max_length={max_length}; regenerate the "
+                "column with `wmtp data ref-ce` at the same dataset.max_length and tokenizer"
+            )
+        if positions:
+            out[i, positions] = torch.tensor(record.ref_ce[: len(positions)], dtype=torch.float32)
+    return out
+
+
 class SFTCollator(_Collator):
     """Batch of Records -> input_ids / attention_mask / labels [B, L], is_correct [B] and the
-    number of truncated rows (logged, so a too-small max_length shows up in the metrics)."""
+    number of truncated rows (logged, so a too-small max_length shows up in the metrics).
+    Records carrying a cached reference CE also give ref_ce [B, L] float32, indexed by the
+    target position like the loss weights (see `place_ref_ce`)."""
 
     def __call__(self, records: Sequence[Record]) -> dict[str, Any]:
         if not records:
             raise ValueError("SFTCollator got an empty batch")
         examples = tokenize_batch(self.tokenizer, records, self.max_length)
-        batch: dict[str, Any] = _pad(examples, self._length(max(len(e.input_ids) for e in examples)), self.pad_id)
+        length = self._length(max(len(e.input_ids) for e in examples))
+        batch: dict[str, Any] = _pad(examples, length, self.pad_id)
         batch["is_correct"] = torch.tensor([r.is_correct for r in records], dtype=torch.bool)
         batch["n_truncated"] = sum(e.truncated for e in examples)
+        ref_ce = place_ref_ce(records, examples, length, self.max_length)
+        if ref_ce is not None:
+            batch["ref_ce"] = ref_ce
         return batch
 
 

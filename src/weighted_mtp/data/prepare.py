@@ -19,7 +19,6 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -169,7 +168,7 @@ def prepare(source: str, input_path: str | Path, output_path: str | Path) -> dic
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
             for line_no, obj in iter_json_lines(input_path):
                 for record in convert(_Row(obj, input_path, line_no), stats):
-                    out.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+                    out.write(json.dumps(record.to_json_dict(), ensure_ascii=False) + "\n")
                     stats["rows"] += 1
                     stats["correct" if record.is_correct else "incorrect"] += 1
         os.chmod(tmp, 0o644)

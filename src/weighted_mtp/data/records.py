@@ -7,6 +7,7 @@ file and line number."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,18 @@ class Record:
     is_correct: bool
     problem_id: str
     difficulty: int
+    # Optional cached reference CE (`wmtp data ref-ce`): one value per response target token
+    # (response + EOS) as tokenized at the max_length it was computed with. Excluded from
+    # `_FIELDS`: it is optional, and a list of numbers needs more than a type check.
+    ref_ce: tuple[float, ...] | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSONL form `parse_record` reads back; an absent ref_ce is left out rather than
+        written as null, so files without the column keep exactly the processed schema."""
+        out = {name: getattr(self, name) for name in _FIELDS}
+        if self.ref_ce is not None:
+            out["ref_ce"] = list(self.ref_ce)
+        return out
 
 
 def problem_id_from_task_id(task_id: str) -> str:
@@ -75,7 +88,26 @@ def parse_record(obj: Any, path: str | Path, line_no: int) -> Record:
                 f"field '{name}' must be {_JSON_TYPE_NAMES[expected]}, got {_type_name(value)}",
             )
         values[name] = value
+    values["ref_ce"] = _parse_ref_ce(obj.get("ref_ce"), path, line_no)
     return Record(**values)
+
+
+def _parse_ref_ce(value: Any, path: str | Path, line_no: int) -> tuple[float, ...] | None:
+    """`null` counts as absent (a Record written with `dataclasses.asdict` carries it).
+    Python's json accepts NaN and Infinity, so finiteness is checked here, not left to chance."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise DataError.at(path, line_no, f"field 'ref_ce' must be a list of numbers, got {_type_name(value)}")
+    out = []
+    for i, v in enumerate(value):
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise DataError.at(path, line_no, f"field 'ref_ce'[{i}] must be a number, got {_type_name(v)}")
+        f = float(v) if isinstance(v, float) or abs(v) < 2**1023 else math.inf  # float(10**400) overflows
+        if not math.isfinite(f):
+            raise DataError.at(path, line_no, f"field 'ref_ce'[{i}] must be finite, got {v}")
+        out.append(f)
+    return tuple(out)
 
 
 def parse_line(raw: bytes | str, path: str | Path, line_no: int) -> Record:

@@ -23,6 +23,7 @@ from weighted_mtp.errors import WMTPError
 from weighted_mtp.models.hf_layout import find_layout
 
 HEADS_FILE = "mtp_heads.safetensors"
+VALUE_HEAD_FILE = "value_head.safetensors"
 MTP_CONFIG_FILE = "mtp_config.json"
 MTP_FORMAT = "weighted_mtp.parallel_heads"
 
@@ -53,6 +54,8 @@ class MTPModel(nn.Module):
         if len(extra_heads) != n_future_tokens - 1:
             raise WMTPError(f"expected {n_future_tokens - 1} extra heads, got {len(extra_heads)}")
         self.extra_heads = extra_heads
+        # Optional critic on the policy trunk (verifiable training with critic_mode: shared).
+        self.value_head: nn.Module | None = None
         self._captured: tuple[tuple, dict] | None = None
         self._capturing = False
         layout.layers[-1].register_forward_pre_hook(self._capture_last_block_inputs, with_kwargs=True)
@@ -99,6 +102,19 @@ class MTPModel(nn.Module):
             heads.append(layout.final_norm(h))
         return MTPOutput(head_hidden=heads, trunk_hidden=trunk)
 
+    def attach_value_head(self, head_type: str = "mlp", dropout: float = 0.0) -> None:
+        """A value head on the policy trunk: it reads the trunk hidden state (through the shared
+        final norm), so the value loss trains the trunk and this head but no policy head."""
+        from weighted_mtp.models.value_head import ValueHead
+
+        self.value_head = ValueHead(self.hidden_size, head_type, dropout).to(self.unembedding.weight.device)
+
+    def values(self, out: MTPOutput) -> Tensor:
+        """[B, S] fp32 values V(s_t) of the attached value head for a forward's output."""
+        if self.value_head is None:
+            raise WMTPError("this MTP model has no value head (critic_mode: shared attaches one)")
+        return self.value_head(find_layout(self.lm).final_norm(out.trunk_hidden))
+
     def head_logits(self, hidden: Tensor) -> Tensor:
         """Logits for one head's hidden state; for evaluation on short inputs, never for training."""
         return self.unembedding(hidden)
@@ -118,6 +134,10 @@ class MTPModel(nn.Module):
             save_file(state, directory / HEADS_FILE)
         meta = {"format": MTP_FORMAT, "version": 1, "n_future_tokens": self.n_future_tokens,
                 "heads_initialised_from": "last_decoder_block"}
+        if self.value_head is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()},
+                      directory / VALUE_HEAD_FILE)
+            meta["value_head"] = self.value_head.config()
         (directory / MTP_CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
@@ -166,4 +186,16 @@ class MTPModel(nn.Module):
                     f"unexpected keys {unexpected[:3]}"
                 )
             model.extra_heads.to(dtype)
+        if "value_head" in meta:
+            model._load_value_head(directory / VALUE_HEAD_FILE, meta["value_head"])
         return model
+
+    def _load_value_head(self, path: Path, config: dict) -> None:
+        from weighted_mtp.models.value_head import ValueHead
+
+        try:
+            head = ValueHead(**config)
+            head.load_state_dict(load_file(path))
+        except Exception as e:  # noqa: BLE001 - a missing/corrupt file or a config mismatch
+            raise WMTPError(f"{path}: cannot load the value head declared in {MTP_CONFIG_FILE} ({type(e).__name__}: {e})") from e
+        self.value_head = head

@@ -3,10 +3,14 @@
 from weighted_mtp.objectives.base import Objective, ObjectiveOutput
 from weighted_mtp.objectives.baseline import BaselineObjective
 from weighted_mtp.objectives.critic import CriticObjective
+from weighted_mtp.objectives.rho1 import Rho1Objective
+from weighted_mtp.objectives.verifiable import VerifiableObjective
 
 OBJECTIVES = {
     "baseline": BaselineObjective,
     "critic": CriticObjective,
+    "verifiable": VerifiableObjective,
+    "rho1": Rho1Objective,
 }
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveOutput"]

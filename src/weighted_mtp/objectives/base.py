@@ -50,8 +50,14 @@ class Objective(Protocol):
         the same evaluation (when evaluated), e.g. to calibrate a threshold on training data."""
         ...
 
-    def extra_parameters(self) -> list[nn.Parameter]:
-        """Trainable parameters owned by the objective (e.g. learned loss weights)."""
+    def extra_parameters(self) -> list:
+        """Trainable parameters owned by the objective (e.g. learned loss weights), each a
+        Parameter (the objective's own LR group) or a (group, Parameter) pair, e.g.
+        ("value_head", p) for a separate critic's head that keeps training."""
+        ...
+
+    def to(self, device) -> None:
+        """Move models the objective holds besides the trained one (a critic, a reference)."""
         ...
 
     def state_dict(self) -> dict: ...
@@ -78,8 +84,11 @@ class PolicyObjective:
     def validation_metrics(self, samples: dict[str, Tensor], reference: dict[str, Tensor] | None) -> dict[str, float]:
         return {}
 
-    def extra_parameters(self) -> list[nn.Parameter]:
+    def extra_parameters(self) -> list:
         return []
+
+    def to(self, device) -> None:
+        pass
 
     def state_dict(self) -> dict:
         return {}

@@ -4,17 +4,23 @@ Conventions: tensors are ``[B, S]`` over token positions; ``mask`` ``[B, S]`` (b
 the response tokens, one contiguous span per row (prompt before, padding after), possibly empty.
 ``values`` ``[B, S]`` hold V_t, the value of the state after reading token t.
 
-Why a matrix for the reverse cumsum: y_t = sum_{j>=t} c^(j-t) x_j is computed as ``x @ D^T`` with
-the ``[S, S]`` upper-triangular discount matrix D[t, j] = c^(j-t) (j >= t), in float64. That is
-exact for every c in [0, 1] (c = 0 gives the identity since 0**0 = 1; c = 1 a plain reverse
-cumsum), fully vectorised, and avoids the cumsum(x / c^j) * c^t trick, whose c^-j under/overflows
-for long sequences. Cost is O(S^2) memory: S = 2048 -> 4M float64 entries (32 MiB), fine.
+Why a blocked matmul for the reverse cumsum y_t = sum_{j>=t} c^(j-t) x_j: a sequential scan is a
+Python loop over tokens, and the cumsum(x / c^j) * c^t trick under/overflows (c^-j) on long
+sequences. A full ``[S, S]`` discount matrix is exact but O(S^2) (S = 2048 -> 32 MiB, 4M
+multiply-adds per row). Instead S is cut into blocks of L tokens: within a block the sum is an
+``[L, L]`` matmul, and each block's total is carried backwards with an ``[nb, nb]`` matmul over the
+nb = S / L block totals: y_t = local_t + c^(L - i) * Y_next, where i is t's offset in its block
+and Y_next the full sum from the start of the next block. Cost O(S * L + S^2 / L^2) per row. All
+exponents are non-negative (c^0 = 1, so c = 0 gives the identity and c = 1 a plain reverse
+cumsum) and tiny powers underflow harmlessly to 0, so it is exact in float64 for every c in [0, 1].
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+_BLOCK = 64  # tokens per block: [64, 64] matmuls are cheap and leave nb = S / 64 block totals
 
 
 def _check_unit(name: str, x: float) -> None:
@@ -45,24 +51,43 @@ def sequence_mean(values: Tensor, mask: Tensor) -> Tensor:
     return masked_mean(values, mask, dim=-1)
 
 
+def _discount_matrix(n: int, c: float, step: int, device: torch.device) -> Tensor:
+    """M[j, t] = c^(step * (j - t)) for j >= t, else 0: ``[n, n]`` float64, exponents >= 0.
+
+    Laid out for right-multiplication, y = x @ M, so the matmul reads a contiguous matrix (with a
+    transposed view, 2-thread CPU matmuls were measured far slower and noisier on a loaded box).
+    """
+    idx = torch.arange(n, device=device)
+    lag = idx[:, None] - idx[None, :]  # lag[j, t] = j - t
+    base = torch.tensor(float(c), dtype=torch.float64, device=device)
+    return torch.pow(base, (step * lag.clamp(min=0)).to(torch.float64)) * (lag >= 0)
+
+
 def discounted_reverse_cumsum(x: Tensor, mask: Tensor, c: float) -> Tensor:
     """y_t = sum_{j >= t, j in response} c^(j-t) * x_j for response t; 0 elsewhere.
 
     x, mask: ``[B, S]``; returns ``[B, S]`` in x's dtype. Also the GAE sum
     A_t = sum_l (gamma*lam)^l delta_{t+l} with ``c = gamma * lam``. Because the response is one
     contiguous span, zeroing x outside the mask confines the sum to the span. Computed in float64
-    via the ``[S, S]`` discount matrix (see module docstring). Differentiable w.r.t. ``x``.
+    with blocks of ``_BLOCK`` tokens (see module docstring). Leading dims other than ``B`` work
+    too. Differentiable w.r.t. ``x``.
     """
     _check_unit("c", c)
-    m = mask.bool()
+    m = mask.bool().expand_as(x)
     S = x.shape[-1]
-    xs = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).to(torch.float64)
-    idx = torch.arange(S, device=x.device)
-    lag = idx[None, :] - idx[:, None]  # [S, S]: lag[t, j] = j - t
-    base = torch.tensor(float(c), dtype=torch.float64, device=x.device)
-    disc = torch.pow(base, lag.clamp(min=0).to(torch.float64)) * (lag >= 0)  # D[t, j]
-    y = xs @ disc.T  # y[b, t] = sum_j D[t, j] x[b, j]
-    return torch.where(m, y, torch.zeros((), dtype=y.dtype, device=y.device)).to(x.dtype)
+    B = x.numel() // S if S else 0
+    L = max(1, min(_BLOCK, S))
+    nb = -(-S // L)  # ceil(S / L)
+    zero = torch.zeros((), dtype=torch.float64, device=x.device)
+    xs = torch.where(m, x.to(torch.float64), zero)
+    xs = torch.nn.functional.pad(xs.reshape(B, S), (0, nb * L - S)).view(B, nb, L)  # zero padding adds nothing
+    local = xs @ _discount_matrix(L, c, 1, x.device)  # [B, nb, L]: sum to the end of the block
+    starts = local[:, :, 0] @ _discount_matrix(nb, c, L, x.device)  # [B, nb]: full sum at block k's start
+    after = torch.nn.functional.pad(starts[:, 1:], (0, 1))  # [B, nb]: full sum from the next block on
+    offs = torch.arange(L, device=x.device).to(torch.float64)
+    carry = torch.pow(torch.tensor(float(c), dtype=torch.float64, device=x.device), L - offs)  # c^(L-i), L-i >= 1
+    y = (local + carry * after[:, :, None]).reshape(B, nb * L)[:, :S].reshape(x.shape)
+    return torch.where(m, y, zero).to(x.dtype)
 
 
 def lambda_returns(values: Tensor, rewards: Tensor, mask: Tensor, gamma: float, lam: float) -> Tensor:

@@ -117,6 +117,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
         model_path = resume_from / ckpt.MODEL_SUBDIR
         model, tokenizer = objective.load_model(model_path), load_tokenizer(model_path)
     model.to(device)
+    objective.to(device)  # models the objective holds besides the trained one (a critic, a reference)
 
     run_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be usable
     collate = _collator(pairwise, tokenizer, cfg)
@@ -129,6 +130,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
     save_every = _every(c.save_checkpoint_every, steps_per_epoch)
 
     optimizer = build_optimizer(model, t, objective.extra_parameters())
+    trained = [p for group in optimizer.param_groups for p in group["params"]]  # clipped together
     scheduler = build_scheduler(optimizer, t, total_steps)
     step, best = 0, None
     if resume_from is not None:
@@ -185,7 +187,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progre
                 (out.loss / t.gradient_accumulation_steps).backward()
                 for name, value in out.metrics.items():
                     interval.setdefault(name, []).append(value.detach().float())
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained, t.max_grad_norm)
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()

@@ -19,7 +19,8 @@ def parameter_groups(model: nn.Module, cfg: TrainingConfig, extra: list[nn.Param
     lm = getattr(model, "lm", None)
     if lm is not None:  # an MTP policy: head 1 is the LM's last block (a critic has no LM head)
         head_ids |= {id(p) for p in find_layout(lm).layers[-1].parameters()}
-    value_ids = {id(p) for p in getattr(model, "value_head", nn.ModuleList()).parameters()}
+    value_head = getattr(model, "value_head", None)
+    value_ids = {id(p) for p in value_head.parameters()} if value_head is not None else set()
     def lr(value: float | None) -> float:  # 0.0 is a real choice (a frozen part), only None defaults
         return cfg.learning_rate if value is None else value
 
@@ -31,7 +32,12 @@ def parameter_groups(model: nn.Module, cfg: TrainingConfig, extra: list[nn.Param
     }
     buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
     seen: set[int] = set()
-    named = [(n, p) for n, p in model.named_parameters()] + [(f"objective.{i}", p) for i, p in enumerate(extra)]
+    named = [(n, p) for n, p in model.named_parameters()]
+    for i, item in enumerate(extra):  # a Parameter, or (group, Parameter)
+        part, param = item if isinstance(item, tuple) else ("objective", item)
+        named.append((f"{part}.objective.{i}" if part != "objective" else f"objective.{i}", param))
+        if part == "value_head":
+            value_ids.add(id(param))
     for name, param in named:
         if not param.requires_grad or id(param) in seen:
             continue

@@ -1,0 +1,34 @@
+"""Per-token loss weights for weighted MTP training: advantages, whitening, schemes, statistics."""
+
+from weighted_mtp.weighting.advantage import gae_advantages, td_errors
+from weighted_mtp.weighting.schemes import (
+    WEIGHTINGS,
+    Weighting,
+    WeightingContext,
+    WeightingInputs,
+    WeightingResult,
+    critic,
+    random_matched,
+    rho1,
+    shuffled,
+    uniform,
+)
+from weighted_mtp.weighting.statistics import weight_statistics
+from weighted_mtp.weighting.whitening import RunningMoments
+
+__all__ = [
+    "WEIGHTINGS",
+    "RunningMoments",
+    "Weighting",
+    "WeightingContext",
+    "WeightingInputs",
+    "WeightingResult",
+    "critic",
+    "gae_advantages",
+    "random_matched",
+    "rho1",
+    "shuffled",
+    "td_errors",
+    "uniform",
+    "weight_statistics",
+]
