@@ -143,18 +143,20 @@ class VerifiableObjective(PolicyObjective):
         metrics.update({f"weight/{k}": v for k, v in weighting.metrics.items()})
 
         # Value loss: TD(lambda) targets with reward 1 (correct) / 0 (incorrect) on every row.
-        with torch.set_grad_enabled(critic_learns and torch.is_grad_enabled()):
-            targets = lambda_returns(values, rewards, mask, t.td_gamma, t.td_lambda)
-            value_loss = masked_mean((values - targets) ** 2, mask)
-            loss = result.loss + (t.value_coef * value_loss if critic_learns else 0.0)
-            metrics["value_loss"] = value_loss.detach()
-            if n_pairs is not None:
-                seq = sequence_mean(values, mask)
-                pair_loss = bradley_terry_loss(seq[:n_pairs], seq[n_pairs:], t.pairwise_margin)
-                metrics["pairwise_loss"] = pair_loss.detach()
-                metrics.update(pairwise_stats(seq[:n_pairs].detach(), seq[n_pairs:].detach()))
-                if critic_learns and t.use_pairwise:
-                    loss = loss + t.aux_coef * pair_loss
+        # A frozen critic's values carry no graph, so its terms are plain diagnostics.
+        loss = result.loss
+        targets = lambda_returns(values, rewards, mask, t.td_gamma, t.td_lambda)
+        value_loss = masked_mean((values - targets) ** 2, mask)
+        metrics["value_loss"] = value_loss.detach()
+        if critic_learns:
+            loss = loss + t.value_coef * value_loss
+        if n_pairs is not None:
+            seq = sequence_mean(values, mask)
+            pair_loss = bradley_terry_loss(seq[:n_pairs], seq[n_pairs:], t.pairwise_margin)
+            metrics["pairwise_loss"] = pair_loss.detach()
+            metrics.update(pairwise_stats(seq[:n_pairs].detach(), seq[n_pairs:].detach()))
+            if critic_learns and t.use_pairwise:
+                loss = loss + t.aux_coef * pair_loss
         metrics["loss"] = loss.detach()
         sums["value_loss"] = (value_loss.detach() * mask.sum(), mask.sum().float())
         return ObjectiveOutput(loss=loss, metrics=metrics, sums=sums)
