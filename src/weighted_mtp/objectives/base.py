@@ -16,6 +16,16 @@ from weighted_mtp.models.mtp import MTPModel
 
 
 @dataclass
+class TokenWeights:
+    """The per-token weights an objective applied, for inspection (reports, heat maps):
+    rows of the batch the policy loss saw, weights indexed by target token (0 off-target)."""
+
+    input_ids: Tensor  # [B, S]
+    labels: Tensor  # [B, S], -100 where no loss
+    weights: Tensor  # [B, S] float, detached
+
+
+@dataclass
 class ObjectiveOutput:
     """loss: scalar to backpropagate. metrics: detached scalars (averaged by the loop over the log
     interval). sums: detached (numerator, denominator) pairs that validation aggregates exactly,
@@ -27,6 +37,7 @@ class ObjectiveOutput:
     metrics: dict[str, Tensor] = field(default_factory=dict)
     sums: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
     samples: dict[str, Tensor] = field(default_factory=dict)
+    token_weights: TokenWeights | None = None  # weighted objectives only
 
 
 class Objective(Protocol):

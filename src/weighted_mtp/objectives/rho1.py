@@ -26,7 +26,7 @@ from weighted_mtp.losses.token_ce import next_token_cross_entropy
 from weighted_mtp.models.load import load_policy, load_tokenizer
 from weighted_mtp.models.mtp import MTPModel
 from weighted_mtp.models.reference import ReferenceModel, check_same_tokenizer
-from weighted_mtp.objectives.base import ObjectiveOutput, PolicyObjective
+from weighted_mtp.objectives.base import ObjectiveOutput, PolicyObjective, TokenWeights
 from weighted_mtp.objectives.weighted import policy_metrics, weighted_policy_loss
 from weighted_mtp.weighting import WEIGHTINGS, WeightingContext, WeightingInputs
 
@@ -100,4 +100,5 @@ class Rho1Objective(PolicyObjective):
         metrics, sums = policy_metrics(result, weights, mask)
         metrics.update({f"weight/{k}": v for k, v in weighting.metrics.items()})
         metrics["loss"] = result.loss.detach()
-        return ObjectiveOutput(loss=result.loss, metrics=metrics, sums=sums)
+        return ObjectiveOutput(loss=result.loss, metrics=metrics, sums=sums,
+                               token_weights=TokenWeights(batch["input_ids"], labels, weights.detach()))

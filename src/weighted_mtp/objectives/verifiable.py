@@ -32,7 +32,7 @@ from weighted_mtp.models.critic import CRITIC_CONFIG_FILE, CriticModel
 from weighted_mtp.models.load import load_policy, load_tokenizer
 from weighted_mtp.models.mtp import MTPModel
 from weighted_mtp.models.reference import check_same_tokenizer
-from weighted_mtp.objectives.base import ObjectiveOutput, PolicyObjective
+from weighted_mtp.objectives.base import ObjectiveOutput, PolicyObjective, TokenWeights
 from weighted_mtp.objectives.weighted import policy_metrics, weighted_policy_loss
 from weighted_mtp.rl.returns import lambda_returns, masked_mean, sequence_mean
 from weighted_mtp.weighting import WEIGHTINGS, RunningMoments, WeightingContext, WeightingInputs
@@ -159,7 +159,8 @@ class VerifiableObjective(PolicyObjective):
                 loss = loss + t.aux_coef * pair_loss
         metrics["loss"] = loss.detach()
         sums["value_loss"] = (value_loss.detach() * mask.sum(), mask.sum().float())
-        return ObjectiveOutput(loss=loss, metrics=metrics, sums=sums)
+        return ObjectiveOutput(loss=loss, metrics=metrics, sums=sums, token_weights=TokenWeights(
+            ids.index_select(0, pos_rows), pos_labels, weights.detach()))
 
     # ---- state -------------------------------------------------------------------------------
 
