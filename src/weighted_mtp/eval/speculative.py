@@ -1,0 +1,235 @@
+"""Self-speculative greedy decoding with the MTP heads (Gloeckle et al., 2024, sec. 3.3; blockwise
+parallel decoding, Stern et al., 2018).
+
+One forward pass at a time, batch size 1:
+
+* The pass over position t gives head 1's greedy token y (the next token, always kept) and, from
+  heads 2..K at the same position, drafts d_2..d_K for the K-1 tokens after y.
+* The next pass feeds [y, d_2, ..., d_K] through head 1 (the plain LM) with its KV cache. Head
+  1's greedy choice after y is compared with d_2, after d_2 with d_3, and so on: the longest
+  agreeing prefix of drafts is accepted, plus head 1's own token at the first disagreement (or
+  after the last draft). That token is the new y, and the heads at its position draft again.
+* The rejected drafts are cropped from every cache, so the next pass again runs over new tokens
+  only.
+
+Every kept token is head 1's greedy choice given the kept tokens before it, so the output is
+token for token the plain greedy output of ``model.lm`` (up to floating-point differences
+between scoring several positions in one pass and one at a time, which can only matter at an
+exact tie); EOS and max_new_tokens are applied to the kept tokens exactly as greedy does.
+
+The extra heads are full decoder blocks attending over the trunk states of all earlier
+positions, so each keeps its own KV cache (a DynamicCache holding the last layer's slot),
+fed with the trunk states of exactly the positions the LM's cache holds and cropped with it.
+Each pass reuses the last block's call arguments (mask, rotary embeddings, position ids) for
+the heads, swapping only the cache, the same way ``MTPModel.forward`` runs the heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from weighted_mtp.errors import WMTPError
+from weighted_mtp.eval.generate import causal_lm
+from weighted_mtp.models.hf_layout import find_layout
+
+
+@dataclass
+class SpeculativeResult:
+    tokens: list[int]  # the new tokens (EOS included when it stopped the decode)
+    n_forward: int  # forward passes of the LM (the prompt's included)
+    accepted_per_step: list[int] = field(default_factory=list)  # drafts accepted by each verification pass
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return len(self.tokens) / max(self.n_forward, 1)
+
+
+def _eos_set(eos_token_id: int | Sequence[int] | None) -> set[int]:
+    if eos_token_id is None:
+        return set()
+    if isinstance(eos_token_id, int):
+        return {eos_token_id}
+    return {int(e) for e in eos_token_id}
+
+
+def _check_inputs(input_ids: Tensor, max_new_tokens: int) -> None:
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1 or input_ids.shape[1] < 1:
+        raise WMTPError(f"input_ids must be [1, S] with S >= 1 (batch size 1), got {tuple(input_ids.shape)}")
+    if max_new_tokens < 1:
+        raise WMTPError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+
+
+def _new_cache(lm: nn.Module):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=lm.config)
+
+
+def _crop(cache, n_remove: int) -> None:
+    if n_remove > 0:
+        cache.crop(-n_remove)  # a negative argument removes that many positions
+
+
+class _EvalMode:
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __enter__(self):
+        self.was_training = self.module.training
+        self.module.eval()
+
+    def __exit__(self, *exc):
+        self.module.train(self.was_training)
+
+
+@torch.inference_mode()
+def greedy_decode(model: nn.Module, input_ids: Tensor, max_new_tokens: int,
+                  eos_token_id: int | Sequence[int] | None = None) -> SpeculativeResult:
+    """Plain cached greedy decoding with head 1 (``model.lm`` of an MTPModel, or any HF causal
+    LM): one forward per new token. The baseline self-speculative decoding must reproduce."""
+    _check_inputs(input_ids, max_new_tokens)
+    lm = causal_lm(model)
+    eos = _eos_set(eos_token_id)
+    device = next(lm.parameters()).device
+    cache = _new_cache(lm)
+    tokens: list[int] = []
+    with _EvalMode(lm):
+        feed = input_ids.to(device)
+        while True:
+            logits = lm(input_ids=feed, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            y = int(logits[0, -1].argmax())
+            tokens.append(y)
+            if y in eos or len(tokens) == max_new_tokens:
+                break
+            feed = torch.tensor([[y]], device=device)
+    return SpeculativeResult(tokens=tokens, n_forward=len(tokens))
+
+
+class _MTPStepper:
+    """One cached forward of head 1 over new tokens, plus the extra heads over the same
+    positions with their own caches."""
+
+    def __init__(self, model, n_heads: int):
+        self.lm = model.lm
+        self.heads = list(model.extra_heads)[:n_heads]  # heads not drafting are not run at all
+        layout = find_layout(self.lm)
+        self.final_norm = layout.final_norm
+        self.unembedding = model.unembedding
+        self.last_block = layout.layers[-1]
+        self.cache = _new_cache(self.lm)
+        self.head_caches = [_new_cache(self.lm) for _ in self.heads]
+        self._captured: tuple[tuple, dict] | None = None
+        self._handle = None
+
+    def __enter__(self):
+        self._handle = self.last_block.register_forward_pre_hook(self._capture, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+
+    def _capture(self, module, args, kwargs):
+        self._captured = (args, kwargs)
+
+    def forward(self, ids: Tensor, last_logits_only: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """ids [1, n] -> head 1's logits [n, V] ([1, V] for the last position only) and each
+        extra head's (un-normed) hidden state [n, D]."""
+        self._captured = None
+        logits = self.lm(input_ids=ids, past_key_values=self.cache, use_cache=True,
+                         logits_to_keep=1 if last_logits_only else 0).logits[0]
+        if self._captured is None:
+            raise WMTPError("the last decoder block was not called; cannot run the MTP heads")
+        args, kwargs = self._captured
+        self._captured = None
+        if args:
+            trunk, rest_args, rest_kwargs = args[0], args[1:], dict(kwargs)
+        else:
+            trunk, rest_args = kwargs["hidden_states"], ()
+            rest_kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        # The block gets the LM's cache positionally (GPT-2) or by keyword (Llama): swap it,
+        # wherever it is, for each head's own.
+        arg_at = [i for i, a in enumerate(rest_args) if a is self.cache]
+        kw_at = [k for k, v in rest_kwargs.items() if v is self.cache]
+        if not arg_at and not kw_at:
+            raise WMTPError(
+                f"{type(self.last_block).__name__} is not called with the LM's KV cache; "
+                "cannot give the MTP heads their own caches"
+            )
+        hidden = []
+        for head, head_cache in zip(self.heads, self.head_caches):
+            args_h = tuple(head_cache if i in arg_at else a for i, a in enumerate(rest_args))
+            kwargs_h = {k: head_cache if k in kw_at else v for k, v in rest_kwargs.items()}
+            h = head(trunk, *args_h, **kwargs_h)
+            hidden.append((h[0] if isinstance(h, tuple) else h)[0])
+        return logits, hidden
+
+    def drafts(self, hidden: list[Tensor], position: int, n: int) -> list[int]:
+        """The first n extra heads' greedy tokens at one position of the last forward."""
+        if n <= 0:
+            return []
+        h = torch.stack([h[position] for h in hidden[:n]])  # [n, D]: one norm and one unembedding
+        return self.unembedding(self.final_norm(h)).argmax(-1).tolist()
+
+    def crop(self, n_remove: int) -> None:
+        for cache in [self.cache, *self.head_caches]:
+            _crop(cache, n_remove)
+
+
+@torch.inference_mode()
+def self_speculative_greedy(model, input_ids: Tensor, max_new_tokens: int,
+                            eos_token_id: int | Sequence[int] | None = None,
+                            max_drafts: int | None = None) -> SpeculativeResult:
+    """Greedy decoding of head 1 accelerated by drafting with heads 2..K of an MTPModel; the
+    tokens equal ``greedy_decode``'s. ``accepted_per_step[i]`` is the number of drafts the i-th
+    verification pass accepted (each pass keeps that many plus one token of head 1).
+
+    ``max_drafts`` (default K-1) drafts with heads 2..max_drafts+1 only; the others are not
+    run. Fewer drafts make each pass cheaper, which pays when the far heads are rarely right."""
+    from weighted_mtp.models.mtp import MTPModel
+
+    if not isinstance(model, MTPModel):
+        raise WMTPError(f"self-speculative decoding needs an MTPModel, got {type(model).__name__}")
+    if model.n_future_tokens < 2:
+        raise WMTPError(
+            f"self-speculative decoding needs extra MTP heads to draft with, but the model has "
+            f"n_future_tokens={model.n_future_tokens}; use greedy_decode"
+        )
+    _check_inputs(input_ids, max_new_tokens)
+    n_heads = model.n_future_tokens - 1
+    if max_drafts is not None:
+        if not 1 <= max_drafts <= n_heads:
+            raise WMTPError(f"max_drafts must be in [1, {n_heads}] for a model with {n_heads + 1} heads, got {max_drafts}")
+        n_heads = max_drafts
+    eos = _eos_set(eos_token_id)
+    device = next(model.lm.parameters()).device
+    tokens: list[int] = []
+    accepted: list[int] = []
+    with _EvalMode(model), _MTPStepper(model, n_heads) as step:
+        logits, hidden = step.forward(input_ids.to(device), last_logits_only=True)
+        n_forward = 1
+        y = int(logits[-1].argmax())
+        tokens.append(y)
+        position = -1  # where y was predicted, in the last forward's positions
+        done = y in eos or len(tokens) == max_new_tokens
+        while not done:
+            # Never draft past max_new_tokens: a pass over [y, drafts] keeps at most len(drafts)+1.
+            drafts = step.drafts(hidden, position, min(n_heads, max_new_tokens - len(tokens) - 1))
+            logits, hidden = step.forward(torch.tensor([[y, *drafts]], device=device))
+            n_forward += 1
+            greedy = logits.argmax(-1).tolist()  # greedy[i]: head 1's token after feed[i]
+            a = 0
+            while a < len(drafts) and drafts[a] == greedy[a]:
+                a += 1
+            accepted.append(a)
+            step.crop(len(drafts) - a)  # keep y and the accepted drafts
+            for t in greedy[: a + 1]:
+                tokens.append(t)
+                if t in eos or len(tokens) == max_new_tokens:
+                    done = True
+                    break
+            y, position = greedy[a], a
+    return SpeculativeResult(tokens=tokens, n_forward=n_forward, accepted_per_step=accepted)

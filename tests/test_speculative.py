@@ -1,0 +1,128 @@
+"""eval.speculative: self-speculative greedy decoding gives exactly head 1's greedy tokens, on a
+micro MTP model trained a little (drafts get accepted), on untrained ones (drafts mostly
+rejected) and on a tiny GPT-2 (the cache reaches the block positionally)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from weighted_mtp.errors import WMTPError
+from weighted_mtp.eval.speculative import greedy_decode, self_speculative_greedy
+
+CORPUS = "def add(a, b):\n    return a + b\n\ndef mul(a, b):\n    return a * b\n\n"
+PROMPTS = ["def add(a, b):", "def mul(", "Hello"]
+
+
+@pytest.fixture(scope="module")
+def tok(micro_model_dir):
+    from weighted_mtp.models.load import load_tokenizer
+
+    return load_tokenizer(micro_model_dir)
+
+
+def prompt_ids(tok, text: str) -> torch.Tensor:
+    return torch.tensor([[tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]])
+
+
+@pytest.fixture(scope="module")
+def trained(micro_model_dir, tok):
+    """K=3 micro model, 30 AdamW steps of the project's MTP loss on a repeated snippet: enough
+    for heads 2 and 3 to agree with head 1 part of the time."""
+    from weighted_mtp.losses.mtp_loss import mtp_cross_entropy
+    from weighted_mtp.models.mtp import MTPModel
+
+    torch.manual_seed(0)
+    model = MTPModel.from_pretrained(micro_model_dir, n_future_tokens=3)
+    data = torch.tensor(tok(CORPUS * 12, add_special_tokens=False)["input_ids"])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(30):
+        starts = torch.randint(0, len(data) - 32, (4,)).tolist()
+        x = torch.stack([data[s:s + 32] for s in starts])
+        loss = mtp_cross_entropy(model(x).head_hidden, model.unembedding.weight, x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_trained_model_accepts_drafts_and_matches_greedy(trained, tok):
+    accepted = []
+    for text in PROMPTS:
+        ids = prompt_ids(tok, text)
+        plain = greedy_decode(trained, ids, 40)
+        spec = self_speculative_greedy(trained, ids, 40)
+        assert spec.tokens == plain.tokens, text
+        assert len(spec.tokens) == 40 and plain.n_forward == 40
+        assert spec.n_forward == 1 + len(spec.accepted_per_step)
+        assert sum(a + 1 for a in spec.accepted_per_step) >= 39  # each pass keeps accepted + 1
+        accepted += spec.accepted_per_step
+    mean = sum(accepted) / len(accepted)
+    assert mean > 0.3, accepted
+    assert all(0 <= a <= 2 for a in accepted)
+    # Drafting with head 2 only (head 3 not run): same tokens, at most one draft per pass.
+    ids = prompt_ids(tok, PROMPTS[0])
+    one = self_speculative_greedy(trained, ids, 40, max_drafts=1)
+    assert one.tokens == greedy_decode(trained, ids, 40).tokens
+    assert set(one.accepted_per_step) <= {0, 1} and 1 in one.accepted_per_step
+
+
+def test_greedy_decode_equals_hf_generate(trained, tok):
+    ids = prompt_ids(tok, PROMPTS[0])
+    hf = trained.lm.generate(ids, do_sample=False, max_new_tokens=20, min_new_tokens=20, top_k=None,
+                             pad_token_id=tok.pad_token_id)
+    assert greedy_decode(trained, ids, 20).tokens == hf[0, ids.shape[1]:].tolist()
+
+
+def test_eos_and_max_new_tokens_exact(trained, tok):
+    ids = prompt_ids(tok, PROMPTS[1])
+    plain = greedy_decode(trained, ids, 24).tokens
+    for n in (1, 2, 3, 5, 7, 11):
+        assert self_speculative_greedy(trained, ids, n).tokens == plain[:n]
+    for j in range(1, 16):  # EOS anywhere, including inside a block of accepted drafts
+        eos = plain[j]
+        want = plain[: plain.index(eos) + 1]
+        assert self_speculative_greedy(trained, ids, 24, eos_token_id=eos).tokens == want
+        assert greedy_decode(trained, ids, 24, eos_token_id=[eos]).tokens == want
+    assert self_speculative_greedy(trained, ids, 24, eos_token_id=plain[0]).tokens == plain[:1]
+
+
+def test_untrained_models_match_greedy(micro_model_dir, tok):
+    from weighted_mtp.models.mtp import MTPModel
+
+    model = MTPModel.from_pretrained(micro_model_dir, n_future_tokens=4).eval()
+    torch.manual_seed(1)
+    for head in model.extra_heads:  # random heads: drafts are (nearly) always rejected
+        for p in head.parameters():
+            torch.nn.init.normal_(p, std=0.1)
+    ids = prompt_ids(tok, PROMPTS[2])
+    spec = self_speculative_greedy(model, ids, 24)
+    assert spec.tokens == greedy_decode(model, ids, 24).tokens
+    assert sum(spec.accepted_per_step) <= len(spec.accepted_per_step) // 2
+
+
+def test_tiny_gpt2(tok):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from weighted_mtp.models.mtp import MTPModel
+
+    torch.manual_seed(0)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=2, n_head=2))
+    model = MTPModel(lm, 3).eval()
+    ids = prompt_ids(tok, PROMPTS[0])
+    assert self_speculative_greedy(model, ids, 30).tokens == greedy_decode(model, ids, 30).tokens
+
+
+def test_errors(micro_model_dir, trained, tok):
+    from weighted_mtp.models.mtp import MTPModel
+
+    k1 = MTPModel.from_pretrained(micro_model_dir, n_future_tokens=1)
+    with pytest.raises(WMTPError, match="n_future_tokens=1"):
+        self_speculative_greedy(k1, prompt_ids(tok, "x"), 4)
+    with pytest.raises(WMTPError, match="needs an MTPModel"):
+        self_speculative_greedy(k1.lm, prompt_ids(tok, "x"), 4)
+    with pytest.raises(WMTPError, match="max_drafts"):
+        self_speculative_greedy(trained, prompt_ids(tok, "x"), 4, max_drafts=3)
+    with pytest.raises(WMTPError, match=r"\[1, S\]"):
+        self_speculative_greedy(trained, torch.zeros(2, 3, dtype=torch.long), 4)
