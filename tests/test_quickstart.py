@@ -11,7 +11,7 @@ from weighted_mtp.cli import main
 def test_quickstart_prints_summary_and_tracks_in_mlflow(tmp_path, capsys, micro_model_dir):
     (tmp_path / "baseline").mkdir()
     (tmp_path / "baseline" / "earlier-run").write_text("keep me")
-    assert main(["quickstart", "--output-dir", str(tmp_path), "--max-steps", "3"]) == 0
+    assert main(["quickstart", "--output-dir", str(tmp_path), "--max-steps", "3", "--eval-limit", "4"]) == 0
     out = capsys.readouterr().out
     assert "== baseline: 3 steps" in out
     assert "tokens/s" in out and "MLflow store: sqlite:///" in out
@@ -47,6 +47,13 @@ def test_quickstart_prints_summary_and_tracks_in_mlflow(tmp_path, capsys, micro_
     assert cells["weight mean"][0] == "-" and float(cells["weight mean"][1]) > 0  # baseline has no weights
     assert float(cells["rho-1 selection ratio"][2]) == pytest.approx(0.7, abs=0.02)
     assert 0.0 <= float(cells["critic train pair accuracy"][1]) <= 1.0
+
+    # Greedy pass@1 of each arm, sandboxed, then one report over the runs.
+    assert out.count("pass@1") >= 3 and "(subset: 4 of 200)" in out
+    assert json.loads((run_dir / "eval" / "embedded" / "summary.json").read_text())["subset"] is True
+    html = tmp_path / "report" / "report.html"
+    assert f"report: {html}" in out and html.is_file()
+    assert "verifiable_pairwise" in html.read_text() or "verifiable-pairwise" in html.read_text()
 
     # An earlier quickstart run is moved aside, never overwritten.
     (moved,) = tmp_path.glob("baseline.old-*")

@@ -147,7 +147,7 @@ def cmd_models_micro(args) -> int:
 def cmd_quickstart(args) -> int:
     from weighted_mtp.quickstart import run_quickstart
 
-    run_quickstart(Path(args.output_dir), _configs_root(), steps=args.max_steps)
+    run_quickstart(Path(args.output_dir), _configs_root(), steps=args.max_steps, eval_limit=args.eval_limit)
     return 0
 
 
@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quickstart", help="build the micro model and data, train the baseline, summarise")
     q.add_argument("--output-dir", type=Path, default=Path("runs/quickstart"))
     q.add_argument("--max-steps", type=int, default=None, help="shorter run (tests)")
+    q.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test problems only")
     q.set_defaults(func=cmd_quickstart)
 
     rp = sub.add_parser("report", help="compare runs: report.md + self-contained report.html (also in MLflow)")

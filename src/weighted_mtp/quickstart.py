@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 from weighted_mtp.config import load_config
+from weighted_mtp.eval.run import EvalSettings, evaluate_checkpoint
+from weighted_mtp.report import write_report
 from weighted_mtp.training.loop import TrainResult, train
 
 
@@ -84,11 +86,13 @@ def _fresh(run_dir: Path) -> Path:
     return run_dir
 
 
-def run_quickstart(output_dir: Path, configs_root: Path, steps: int | None = None) -> dict[str, TrainResult]:
+def run_quickstart(output_dir: Path, configs_root: Path, steps: int | None = None,
+                   eval_limit: int | None = None) -> dict[str, TrainResult]:
     """Baseline -> pairwise critic on its trunk -> verifiable WMTP with the pairwise auxiliary
     loss (that critic scores tokens and keeps learning) -> Rho-1 with the baseline's next-token
     head as the reference. Every policy arm starts from the same micro model with the same step
-    budget and is validated on the same correct solutions, so their CE compare."""
+    budget and is validated on the same correct solutions, so their CE compare. Then greedy
+    pass@1 of each arm on the embedded test problems (sandboxed) and a report comparing them."""
     overrides = [f"training.max_steps={steps}"] if steps else []
     start = time.perf_counter()
     results = {}
@@ -114,5 +118,16 @@ def run_quickstart(output_dir: Path, configs_root: Path, steps: int | None = Non
         print(f"   {name}: {results[name].steps} steps, run directory {results[name].run_dir}")
     print(f"   rho1 reference: the baseline's next-token head ({policy})")
     print(arms_table({n: results[n] for n in ("baseline", "verifiable_pairwise", "rho1")}))
+    arms = ("baseline", "verifiable_pairwise", "rho1")
+    print("== greedy pass@1 on the embedded test problems (each program sandboxed)")
+    settings = EvalSettings(benchmark="embedded", split="test", n=1, ks=[1], temperature=0.0, seeds=[0],
+                            max_new_tokens=160, limit=eval_limit)
+    for name in arms:
+        summary = evaluate_checkpoint(results[name].final_dir, settings)
+        subset = f" (subset: {summary['n_tasks']} of {summary['n_tasks_total']})" if summary["subset"] else ""
+        print(f"   {name:<22} pass@1 {summary['pass_at_k']['1'][0]:.4f} on {summary['n_tasks']} problems{subset}")
+    md, html = write_report([results[n].run_dir for n in ("critic_pairwise", *arms)], output_dir / "report",
+                            benchmark="embedded")
+    print(f"report: {html}\n        {md}")
     print(f"quickstart finished in {time.perf_counter() - start:.0f} s; everything is under {output_dir}")
     return results

@@ -135,12 +135,21 @@ def to_html(blocks: Iterable[Block], images: dict[str, bytes], title: str) -> st
 
 # ---- sections ----------------------------------------------------------------------------------
 
+def _train_items(run: RunSummary) -> str:
+    """Pairwise stages train on (correct, incorrect) pairs, counted by their own key."""
+    c = run.config_value
+    pairwise = run.stage == "verifiable" or (run.stage == "critic" and c("training.loss_type") == "pairwise")
+    if pairwise:
+        return f"{c('data_sampling.pairwise.n_pairs') or c('data_sampling.n_samples', '?')} train pairs"
+    return f"{c('data_sampling.n_samples', '?')} train rows"
+
+
 def config_highlights(run: RunSummary) -> str:
     """The settings that tell arms apart, in a few words (the full config is in config.yaml)."""
     c = run.config_value
     parts = [f"K={c('models.policy.n_future_tokens', '?')}", f"lr {c('training.learning_rate', '?')}",
              f"batch {c('training.batch_size', '?')}x{c('training.gradient_accumulation_steps', 1)}",
-             f"{c('data_sampling.n_samples', '?')} train rows", f"loss {c('training.loss.normalization', '?')}",
+             _train_items(run), f"loss {c('training.loss.normalization', '?')}",
              f"seed {c('runtime.seed', '?')}"]
     policy = c("models.policy.path")
     if policy and policy != "embedded:micro-llama":
