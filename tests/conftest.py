@@ -33,6 +33,14 @@ def micro_model_dir(wmtp_cache):
     return ensure_micro_model()
 
 
+@pytest.fixture(scope="session")
+def tiny_lm_model_dir(tmp_path_factory, micro_model_dir):
+    """A 2-layer Llama with the micro tokenizer, for multi-process and fault tests."""
+    from tiny_runs import tiny_lm_dir
+
+    return tiny_lm_dir(tmp_path_factory.mktemp("tiny"), micro_model_dir)
+
+
 def tiny_training_overrides(**extra) -> list[str]:
     """A 10-step baseline on the micro model: small batches, short sequences, no MLflow."""
     values = {

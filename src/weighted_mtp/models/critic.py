@@ -17,11 +17,12 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from weighted_mtp.errors import WMTPError
 from weighted_mtp.models.hf_layout import find_layout
+from weighted_mtp.models.lora import load_adapter_state, lora_settings, read_safetensors, wrap_lora
 from weighted_mtp.models.value_head import ValueHead
 
 MODES = ("frozen", "last_n", "lora")
@@ -30,10 +31,6 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 BACKBONE_TRAINABLE_FILE = "backbone_trainable.safetensors"
 ADAPTER_DIR = "adapter"
 CRITIC_FORMAT = "weighted_mtp.critic"
-LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": None}
-# Llama/Qwen2/Mistral projections, then GPT-2's fused Conv1D layers; only the ones present are used.
-DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-                        "c_attn", "c_proj", "c_fc")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -74,8 +71,8 @@ class CriticModel(nn.Module):
             for module in _last_n_modules(backbone, n_unfrozen_layers):
                 module.requires_grad_(True)
         else:
-            lora_cfg = _lora_settings(backbone, lora)
-            backbone = _wrap_lora(backbone, lora_cfg)
+            lora_cfg = lora_settings(backbone, lora)
+            backbone = wrap_lora(backbone, lora_cfg)
         model = cls(backbone, head, backbone_dir=str(backbone_dir), mode=mode, n_unfrozen_layers=n_unfrozen_layers,
                     lora=lora_cfg, dtype=dtype)
         return model.train()
@@ -139,13 +136,13 @@ class CriticModel(nn.Module):
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise WMTPError(f"{cfg_path}: unreadable critic config ({type(e).__name__}: {e})") from e
         model.backbone_dir = cfg["backbone_dir"] if backbone_dir is None else str(backbone_dir)
-        head_state = _read(directory / VALUE_HEAD_FILE)
+        head_state = read_safetensors(directory / VALUE_HEAD_FILE)
         _load_exact(model.value_head, head_state, directory / VALUE_HEAD_FILE,
                     expected=set(model.value_head.state_dict()))
         if model.mode == "last_n":
             path = directory / BACKBONE_TRAINABLE_FILE
             expected = {n for n, p in model.backbone.named_parameters() if p.requires_grad}
-            _load_exact(model.backbone, _read(path), path, expected)
+            _load_exact(model.backbone, read_safetensors(path), path, expected)
         elif model.mode == "lora":
             _load_lora(model, directory / ADAPTER_DIR)
         return model
@@ -155,11 +152,11 @@ class CriticModel(nn.Module):
 
 
 def _load_backbone(backbone_dir: str | Path, dtype: torch.dtype) -> tuple[nn.Module, int]:
-    from transformers import AutoModelForCausalLM
+    from weighted_mtp.models.load import load_causal_lm
 
     if not (Path(backbone_dir) / "config.json").is_file():
         raise WMTPError(f"{backbone_dir}: not an HF model directory (no config.json)")
-    lm = AutoModelForCausalLM.from_pretrained(backbone_dir, dtype=dtype)
+    lm = load_causal_lm(Path(backbone_dir), dtype)  # a LoRA policy export: adapters merged
     layout = find_layout(lm)
     # Keep the base model only; the LM head (and the rest of `lm`) is garbage once this returns.
     return layout.backbone, len(layout.layers)
@@ -177,71 +174,11 @@ class _AsLM:
         self.base_model, self.config = backbone, backbone.config
 
 
-def _lora_settings(backbone: nn.Module, lora: dict | None) -> dict:
-    lora = dict(lora or {})
-    unknown = sorted(set(lora) - set(LORA_DEFAULTS))
-    if unknown:
-        raise WMTPError(f"unknown critic lora keys {unknown}; valid keys: {', '.join(LORA_DEFAULTS)}")
-    cfg = {**LORA_DEFAULTS, **lora}
-    present = {name.rsplit(".", 1)[-1] for name, m in backbone.named_modules() if _is_linear(m)}
-    if cfg["target_modules"] is None:
-        cfg["target_modules"] = [t for t in DEFAULT_LORA_TARGETS if t in present]
-        if not cfg["target_modules"]:
-            raise WMTPError(f"{type(backbone).__name__} has none of the default LoRA targets "
-                            f"{', '.join(DEFAULT_LORA_TARGETS)}; set lora.target_modules")
-    else:
-        cfg["target_modules"] = list(cfg["target_modules"])
-        missing = [t for t in cfg["target_modules"] if t not in present]
-        if missing:
-            raise WMTPError(f"lora.target_modules {missing} are not linear layers of {type(backbone).__name__}; "
-                            f"candidates: {', '.join(sorted(present))}")
-    return cfg
-
-
-def _is_linear(module: nn.Module) -> bool:
-    from transformers.pytorch_utils import Conv1D
-
-    return isinstance(module, (nn.Linear, Conv1D))
-
-
-def _wrap_lora(backbone: nn.Module, cfg: dict) -> nn.Module:
-    import peft
-    from transformers.pytorch_utils import Conv1D
-
-    # GPT-2's Conv1D stores weights transposed; peft needs to be told (it warns and guesses otherwise).
-    fan_in_fan_out = any(isinstance(m, Conv1D) and n.rsplit(".", 1)[-1] in cfg["target_modules"]
-                         for n, m in backbone.named_modules())
-    config = peft.LoraConfig(r=cfg["r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
-                             target_modules=list(cfg["target_modules"]), fan_in_fan_out=fan_in_fan_out)
-    return peft.get_peft_model(backbone, config)
-
-
 def _load_lora(model: CriticModel, adapter_dir: Path) -> None:
-    """Loads the adapter weights into the freshly wrapped backbone and insists every saved tensor
-    matched a module: a target the backbone lacks must fail, not silently stay at init."""
-    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
-
+    """Every saved adapter tensor must match a module: a target the backbone lacks must fail,
+    not silently stay at init."""
     path = adapter_dir / "adapter_model.safetensors"
-    saved = _read(path)
-    current = get_peft_model_state_dict(model.backbone)
-    if set(saved) != set(current):
-        missing, unexpected = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
-        raise WMTPError(f"{path}: adapter does not match the backbone: missing {missing[:3]} "
-                        f"({len(missing)}), unexpected {unexpected[:3]} ({len(unexpected)})")
-    set_peft_model_state_dict(model.backbone, saved)
-    restored = get_peft_model_state_dict(model.backbone)
-    bad = [k for k, v in saved.items() if not torch.equal(restored[k].cpu(), v.to(restored[k].dtype))]
-    if bad:
-        raise WMTPError(f"{path}: {len(bad)} adapter tensors did not load, e.g. {bad[:3]}")
-
-
-def _read(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise WMTPError(f"{path}: not found")
-    try:
-        return load_file(path)
-    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError: a bad file, not a bug
-        raise WMTPError(f"{path}: cannot read ({type(e).__name__}: {e})") from e
+    load_adapter_state(model.backbone, read_safetensors(path), path)
 
 
 def _load_exact(module: nn.Module, state: dict[str, Tensor], path: Path, expected: set[str]) -> None:

@@ -17,16 +17,14 @@ tokenizer=PATH_OR_NONE, dtype="auto"|"float32"|"bfloat16", overwrite=False)`.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from weighted_mtp.errors import WMTPError
+from weighted_mtp.files import building_dir
 
 __all__ = ["import_meta_mtp", "permute_rotary", "ffn_hidden_size"]
 
@@ -329,20 +327,11 @@ def import_meta_mtp(
         raise WMTPError(f"{ckpt}: no weights for {left[:3]}")
     lm.config.dtype = target_dtype
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the export should look like a plain mkdir
+    with building_dir(out) as tmp:
         model.save_pretrained(tmp, tokenizer=tokenizer)
         info = {"source": str(src.resolve()), "checkpoint": ckpt.name, "params": params,
                 "n_future_tokens": k, "dtype": str(target_dtype).removeprefix("torch.")}
         (tmp / IMPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -353,21 +342,6 @@ def _load_into(module: torch.nn.Module, state: dict[str, Tensor], ckpt: Path) ->
             f"{ckpt}: mapped weights do not fit {type(module).__name__}: missing {list(missing)[:3]}, "
             f"unexpected {list(unexpected)[:3]}"
         )
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        tmp.rename(out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    old.rmdir()
-    out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _load_tokenizer(path: Path):

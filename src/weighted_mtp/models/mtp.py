@@ -56,6 +56,8 @@ class MTPModel(nn.Module):
         self.extra_heads = extra_heads
         # Optional critic on the policy trunk (verifiable training with critic_mode: shared).
         self.value_head: nn.Module | None = None
+        # LoRA settings and adapted modules while adapters are attached (`add_lora`), else None.
+        self.lora: dict | None = None
         self._captured: tuple[tuple, dict] | None = None
         self._capturing = False
         layout.layers[-1].register_forward_pre_hook(self._capture_last_block_inputs, with_kwargs=True)
@@ -119,17 +121,43 @@ class MTPModel(nn.Module):
         """Logits for one head's hidden state; for evaluation on short inputs, never for training."""
         return self.unembedding(hidden)
 
+    # ---- LoRA --------------------------------------------------------------------------------
+
+    def add_lora(self, lora: dict | None = None) -> None:
+        """peft LoRA adapters on the trunk's and every head's block projections (`lora`: peft's
+        r / lora_alpha / lora_dropout / target_modules, None = every attention and MLP projection).
+        Base weights, embeddings and the unembedding freeze; a value head stays trainable."""
+        from weighted_mtp.models.lora import add_policy_lora
+
+        self.lora = add_policy_lora(self, lora)
+
+    def merge_lora(self) -> None:
+        """Folds the adapters into the base weights: a plain MTP model again, all of it trainable."""
+        from weighted_mtp.models.lora import merge_adapters
+
+        if self.lora is None:
+            return
+        merge_adapters(self)
+        self.lora = None
+        self.requires_grad_(True)
+
     # ---- persistence -------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
         """An HF-loadable directory (`AutoModelForCausalLM.from_pretrained` gives head 1) plus
-        the extra heads in `mtp_heads.safetensors` and `mtp_config.json`."""
+        the extra heads in `mtp_heads.safetensors` and `mtp_config.json`. With LoRA, those hold
+        the base weights and the adapters go to their own files (`models.lora`); `wmtp export
+        --merge` folds them in for tools that only read the HF files."""
+        from weighted_mtp.models.lora import LORA_CONFIG_FILE, base_layers, save_policy_lora
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.lm.save_pretrained(directory, safe_serialization=True)
+        with base_layers(self):  # the base model's own module tree, so its own parameter names
+            self.lm.save_pretrained(directory, safe_serialization=True)
+            state = {f"extra_heads.{k}": v.detach().contiguous().cpu()
+                     for k, v in self.extra_heads.state_dict().items()}
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
-        state = {f"extra_heads.{k}": v.detach().contiguous().cpu() for k, v in self.extra_heads.state_dict().items()}
         if state:
             save_file(state, directory / HEADS_FILE)
         meta = {"format": MTP_FORMAT, "version": 1, "n_future_tokens": self.n_future_tokens,
@@ -138,14 +166,20 @@ class MTPModel(nn.Module):
             save_file({k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()},
                       directory / VALUE_HEAD_FILE)
             meta["value_head"] = self.value_head.config()
+        if self.lora is not None:
+            save_policy_lora(self, directory)
+            meta["lora"] = LORA_CONFIG_FILE
         (directory / MTP_CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, n_future_tokens: int | None = None,
                         dtype: torch.dtype = torch.float32) -> "MTPModel":
-        """Loads an MTP export exactly, or a plain HF causal LM with fresh heads copied from its
-        last block. Asking for a different K than a saved export has is an error."""
+        """Loads an MTP export exactly (LoRA adapters included), or a plain HF causal LM with
+        fresh heads copied from its last block. Asking for a different K than a saved export has
+        is an error."""
         from transformers import AutoModelForCausalLM
+
+        from weighted_mtp.models.lora import LORA_CONFIG_FILE, load_policy_lora
 
         directory = Path(directory)
         if not (directory / "config.json").is_file():
@@ -186,6 +220,9 @@ class MTPModel(nn.Module):
                     f"unexpected keys {unexpected[:3]}"
                 )
             model.extra_heads.to(dtype)
+        if "lora" in meta or (directory / LORA_CONFIG_FILE).is_file():
+            # Declared in one place but not the other is a damaged export: loading fails naming the file.
+            model.lora = load_policy_lora(model, directory)
         if "value_head" in meta:
             model._load_value_head(directory / VALUE_HEAD_FILE, meta["value_head"])
         return model

@@ -32,7 +32,7 @@ class ReferenceModel:
 
     @classmethod
     def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> "ReferenceModel":
-        from transformers import AutoModelForCausalLM
+        from weighted_mtp.models.load import load_causal_lm
 
         path = Path(path).expanduser()
         if not (path / "config.json").is_file():
@@ -40,7 +40,7 @@ class ReferenceModel:
                 f"reference model {path}: not a local HF model directory (no config.json); "
                 "model hub names are not downloaded at run time"
             )
-        return cls(AutoModelForCausalLM.from_pretrained(path, dtype=dtype), path)
+        return cls(load_causal_lm(path, dtype), path)  # a LoRA export comes back merged
 
     def to(self, device: str | torch.device) -> "ReferenceModel":
         self.lm.to(device)

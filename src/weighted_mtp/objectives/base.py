@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from torch import Tensor, nn
 
 from weighted_mtp.config.schema import Config
+from weighted_mtp.errors import ConfigError
 from weighted_mtp.models.load import DTYPES, load_policy
 from weighted_mtp.models.mtp import MTPModel
 
@@ -90,7 +91,11 @@ class PolicyObjective:
 
     def load_model(self, directory: Path) -> nn.Module:
         policy = self.cfg.models.policy
-        return MTPModel.from_pretrained(directory, n_future_tokens=policy.n_future_tokens, dtype=DTYPES[policy.dtype])
+        model = MTPModel.from_pretrained(directory, n_future_tokens=policy.n_future_tokens, dtype=DTYPES[policy.dtype])
+        if (model.lora is not None) != self.cfg.training.use_lora:
+            raise ConfigError(f"{directory}: the checkpoint {'has' if model.lora else 'has no'} LoRA adapters but "
+                              f"training.use_lora is {str(self.cfg.training.use_lora).lower()}")
+        return model
 
     def validation_metrics(self, samples: dict[str, Tensor], reference: dict[str, Tensor] | None) -> dict[str, float]:
         return {}

@@ -20,6 +20,7 @@ from weighted_mtp.config.schema import Config
 from weighted_mtp.losses.critic_losses import bradley_terry_loss, pairwise_stats, pointwise_loss
 from weighted_mtp.metrics.critic_metrics import class_means, f1_at_threshold, position_correlation, roc_auc, spikiness
 from weighted_mtp.models.critic import CriticModel
+from weighted_mtp.models.lora import lora_options
 from weighted_mtp.models.load import DTYPES, load_tokenizer, resolve_model_path
 from weighted_mtp.objectives.base import ObjectiveOutput, PolicyObjective
 from weighted_mtp.rl.returns import lambda_returns, sequence_mean
@@ -27,6 +28,7 @@ from weighted_mtp.rl.returns import lambda_returns, sequence_mean
 
 class CriticObjective(PolicyObjective):
     val_batch_kind = "pairwise"
+    loss_units = "rows"  # both losses are means over sequences (or pairs): ranks combine by rows
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -37,10 +39,7 @@ class CriticObjective(PolicyObjective):
         t = self.t
         backbone = resolve_model_path(self.cfg.models.critic.path or self.cfg.models.policy.path, self.cfg)
         mode = "lora" if t.use_lora else ("last_n" if t.num_unfrozen_layers > 0 else "frozen")
-        lora = None
-        if t.use_lora:
-            lora = {"r": t.lora.rank, "lora_alpha": t.lora.alpha, "lora_dropout": t.lora.dropout,
-                    "target_modules": t.lora.target_modules}
+        lora = lora_options(t.lora) if t.use_lora else None
         model = CriticModel.build(str(backbone), head_type=t.value_head_type, dropout=t.dropout, mode=mode,
                                   n_unfrozen_layers=t.num_unfrozen_layers, lora=lora,
                                   dtype=DTYPES[self.cfg.models.critic.dtype])

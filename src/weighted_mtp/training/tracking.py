@@ -63,3 +63,19 @@ class MetricLogger:
         if self._mlflow is not None:
             self._mlflow.end_run(status=status)
             self._mlflow = None
+
+
+class NullLogger:
+    """What processes other than rank 0 log to: nothing (rank 0 logs the all-reduced metrics)."""
+
+    def __init__(self, tracking_uri: str = ""):
+        self.tracking_uri = tracking_uri
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def log_artifact(self, path: Path) -> None:
+        pass
+
+    def close(self, status: str = "FINISHED") -> None:
+        pass

@@ -12,19 +12,34 @@ import torch
 
 @torch.no_grad()
 def evaluate_split(model, objective, items: list, collate, batch_size: int, device: torch.device,
-                   autocast: Callable) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """Returns (metrics from the objective's sums, concatenated per-sample outputs)."""
+                   autocast: Callable, dist_ctx=None) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Returns (metrics from the objective's sums, concatenated per-sample outputs).
+
+    With several processes (`dist_ctx`), each evaluates its strided share of the items and the
+    sums are added over processes, so the metrics are those of the whole split. Every process
+    runs the same number of forwards (a sharded model gathers parameters in each one): a
+    process whose share has run out evaluates a stand-in batch and discards it."""
+    from weighted_mtp.training.distributed import gather_sums, shard
+
+    distributed = dist_ctx is not None and dist_ctx.enabled
+    local = shard(items, dist_ctx) if distributed else items
+    per_rank = -(-len(items) // dist_ctx.world_size) if distributed else len(items)
+    n_batches = -(-per_rank // batch_size)
     was_training = model.training
     model.eval()
     sums: dict[str, list[float]] = {}
     samples: dict[str, list[torch.Tensor]] = {}
     try:
-        for start in range(0, len(items), batch_size):
-            batch = collate(items[start:start + batch_size])
+        for i in range(n_batches):
+            chunk = local[i * batch_size:(i + 1) * batch_size]
+            stand_in = not chunk
+            batch = collate(chunk or items[:1])
             batch.pop("n_truncated", None)
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             with autocast():
                 out = objective(model, batch, training=False)
+            if stand_in:
+                continue
             for name, (num, den) in out.sums.items():
                 acc = sums.setdefault(name, [0.0, 0.0])
                 acc[0] += float(num)
@@ -33,19 +48,21 @@ def evaluate_split(model, objective, items: list, collate, batch_size: int, devi
                 samples.setdefault(name, []).append(value.detach().float().cpu())
     finally:
         model.train(was_training)
+    if distributed:
+        sums, samples = gather_sums(dist_ctx, sums, samples)
     metrics = {name: (num / den if den > 0 else float("nan")) for name, (num, den) in sums.items()}
     return metrics, {name: torch.cat(parts) for name, parts in samples.items()}
 
 
 def run_validation(model, objective, val_items: list, train_eval_items: list | None, collate, batch_size: int,
-                   device: torch.device, autocast: Callable) -> dict[str, float]:
+                   device: torch.device, autocast: Callable, dist_ctx=None) -> dict[str, float]:
     """`val/*` metrics; with a training subset also `train_eval/*` and `gap/*` (train minus
     validation), the overfitting signal a critic must be judged by."""
-    val, val_samples = evaluate_split(model, objective, val_items, collate, batch_size, device, autocast)
+    val, val_samples = evaluate_split(model, objective, val_items, collate, batch_size, device, autocast, dist_ctx)
     ref_metrics, ref_samples = ({}, None)
     if train_eval_items:
         ref_metrics, ref_samples = evaluate_split(model, objective, train_eval_items, collate, batch_size, device,
-                                                  autocast)
+                                                  autocast, dist_ctx)
         ref_metrics.update(objective.validation_metrics(ref_samples, ref_samples))
     val.update(objective.validation_metrics(val_samples, ref_samples))
     out = {f"val/{k}": v for k, v in val.items()}

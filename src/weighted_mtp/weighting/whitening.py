@@ -23,7 +23,12 @@ def _moment_sums(x: Tensor, mask: Tensor) -> tuple[float, float, float]:
     m = mask.bool()
     xs = torch.where(m, x.detach().to(torch.float64), torch.zeros((), dtype=torch.float64, device=x.device))
     sums = torch.stack([xs.sum(), (xs * xs).sum(), m.sum().to(torch.float64)])
-    # distributed: all_reduce(sums) here so every rank sees the global batch statistics
+    # Several processes: each holds a share of the global batch; adding the sums over them gives
+    # every process the global batch's statistics, so all whiten identically (and as one
+    # process on the whole batch would).
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        torch.distributed.all_reduce(sums)
     s, s2, n = sums.tolist()
     return s, s2, n
 
