@@ -39,7 +39,7 @@ def cmd_train(args) -> int:
         return 0
     run_dir = Path(args.resume or args.output_dir or _default_run_dir(cfg.experiment.name))
     if args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # re-launch under torchrun
-        from weighted_mtp.training.distributed import launch
+        from weighted_mtp.training.launch import launch
 
         where = ["--resume", str(run_dir)] if args.resume else ["--output-dir", str(run_dir)]
         overrides = [a for o in args.override for a in ("--override", o)]

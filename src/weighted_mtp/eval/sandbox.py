@@ -55,14 +55,11 @@ from __future__ import annotations
 
 import ast
 import math
-import grp
 import os
-import pwd
 import secrets
 import selectors
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -74,9 +71,9 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 from weighted_mtp.errors import ConfigError, WMTPError
+from weighted_mtp.eval.sandbox_uid import SandboxError, UidSlot, kill_uid
 from weighted_mtp.eval.sandbox_child import BLOCK_SOCKETS as _BLOCK_SOCKETS
 from weighted_mtp.eval.sandbox_child import BOOT_HEAD as _BOOT_HEAD
-from weighted_mtp.eval.sandbox_child import BOOT_MARK as _BOOT_MARK
 from weighted_mtp.eval.sandbox_child import BOOT_RUN as _BOOT_RUN
 from weighted_mtp.eval.sandbox_child import GUARD as _GUARD
 from weighted_mtp.eval.sandbox_child import SUPERVISOR as _SUPERVISOR
@@ -86,7 +83,6 @@ Status = Literal["passed", "failed", "timeout", "error"]
 _TAIL = 2048               # bytes of stdout/stderr kept in results
 _KEEP = 64 * 1024          # bytes of stdout kept while running (the nonce must be in it)
 _GRACE_S = 0.5             # after the supervisor reports, how long leftover holders of the pipes may keep them
-_UID_RANGE = range(64000, 64512)
 _HIDE = ("/tmp", "/var/tmp", "/dev/shm")
 _HIDE_TMPFS = "size=16m,nr_inodes=2048,mode=1777"
 
@@ -144,10 +140,6 @@ class SandboxMode:
         return ", ".join(parts) + ", rlimits"
 
 
-class SandboxError(WMTPError):
-    """The sandbox itself cannot run programs on this machine (not the program's fault)."""
-
-
 # --- code run in the child processes: see sandbox_child.py ---------------------------------------
 
 def _boot_code(mode: SandboxMode) -> str:
@@ -155,49 +147,6 @@ def _boot_code(mode: SandboxMode) -> str:
 
 
 # --- evaluator side ---------------------------------------------------------------------------------
-
-
-class _UidSlot:
-    """A dedicated uid for one run, held through an abstract unix socket (released on close or exit),
-    so two concurrent runs, in this process or another, never share a uid (nor RLIMIT_NPROC)."""
-
-    _free: list[int] | None = None
-
-    def __init__(self, uid: int, sock: socket.socket):
-        self.uid, self._sock = uid, sock
-
-    @classmethod
-    def _candidates(cls) -> list[int]:
-        if cls._free is None:
-            free = []
-            for uid in _UID_RANGE:
-                try:
-                    pwd.getpwuid(uid)
-                    continue
-                except KeyError:
-                    pass
-                try:
-                    grp.getgrgid(uid)
-                    continue
-                except KeyError:
-                    free.append(uid)
-            cls._free = free
-        return cls._free
-
-    @classmethod
-    def acquire(cls) -> "_UidSlot":
-        for uid in cls._candidates():
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.bind(f"\0wmtp-sandbox-uid-{uid}")
-            except OSError:
-                sock.close()
-                continue
-            return cls(uid, sock)
-        raise SandboxError(f"no free sandbox uid in {_UID_RANGE.start}-{_UID_RANGE.stop - 1}")
-
-    def release(self) -> None:
-        self._sock.close()
 
 
 def _is_under(path: str, parent: str) -> bool:
@@ -262,18 +211,6 @@ def _unshare_prefix(namespaces: tuple[str, ...]) -> list[str]:
 def _program_env(work: str) -> dict[str, str]:
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8",
             "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _kill_uid(uid: int) -> None:
-    """Kill every process running as `uid` (ours alone, see _UidSlot): kill(-1) sent *as* that uid
-    reaches exactly its processes, including ones that left our session."""
-    kill = shutil.which("kill") or "/bin/kill"
-    try:
-        subprocess.run([kill, "-9", "-1"], user=uid, group=uid,
-                       extra_groups=[], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        pass
 
 
 def _remove_tree(path: str) -> None:
@@ -347,7 +284,7 @@ def _run(source: str, limits: SandboxLimits, stdin: str, mode: SandboxMode,
         os.chmod(os.path.join(run_dir, "program.py"), 0o644)
         uid = None
         if mode.drop_uid:
-            slot = _UidSlot.acquire()
+            slot = UidSlot.acquire()
             uid = slot.uid
             os.chown(work, uid, uid)
             os.chmod(run_dir, 0o711)
@@ -429,7 +366,7 @@ def _run(source: str, limits: SandboxLimits, stdin: str, mode: SandboxMode,
             stdin_file.close()
         if slot is not None:
             if "pid" not in mode.namespaces:
-                _kill_uid(slot.uid)
+                kill_uid(slot.uid)
             slot.release()
         if run_dir is not None:
             _remove_tree(run_dir)
