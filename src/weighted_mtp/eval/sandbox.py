@@ -70,7 +70,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from weighted_mtp.errors import ConfigError, WMTPError
+from weighted_mtp.errors import ConfigError
 from weighted_mtp.eval.sandbox_uid import SandboxError, UidSlot, kill_uid
 from weighted_mtp.eval.sandbox_child import BLOCK_SOCKETS as _BLOCK_SOCKETS
 from weighted_mtp.eval.sandbox_child import BOOT_HEAD as _BOOT_HEAD
