@@ -9,7 +9,9 @@ from weighted_mtp.config.schema import Config
 from weighted_mtp.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = sorted((REPO / "configs").glob("*/*.yaml"))
+# Tool configs with their own schema (not training runs), checked by their own tests.
+TOOL_CONFIGS = {"steper/generate.yaml"}
+SHIPPED = sorted(p for p in (REPO / "configs").glob("*/*.yaml") if f"{p.parent.name}/{p.name}" not in TOOL_CONFIGS)
 
 
 def test_there_are_shipped_configs():

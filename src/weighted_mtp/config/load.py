@@ -107,6 +107,17 @@ def config_from_dict(data: dict, overrides: list[str] | None = None, source: str
     return cfg
 
 
+def load_dataclass_config(cls, path: str | Path, overrides: list[str] | None = None):
+    """A YAML file (plus `key=value` overrides) converted as strictly as the training config,
+    into any config dataclass: for tools with their own configs (StepER data generation)."""
+    path = Path(path)
+    data = _read_yaml(path)
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        _set_path(data, keys, value)
+    return _convert(cls, data, prefix="", source=str(path))
+
+
 def _all_keys(cls, prefix: str = "") -> list[str]:
     keys = []
     for name, tp in _hints(cls).items():

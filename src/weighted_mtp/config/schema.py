@@ -212,6 +212,7 @@ class TrainingConfig:
     value_coef: float = 0.5
     use_pairwise: bool = False
     aux_coef: float = 0.1
+    objective_learning_rate: Optional[float] = None
 
 
 @dataclass
@@ -254,6 +255,13 @@ class DistributedConfig:
 
 
 @dataclass
+class StepERConfig:
+    weighting: Literal["uncertainty", "uniform"] = "uncertainty"
+    init_log_var: float = 0.0
+    world_seed: int = 0
+
+
+@dataclass
 class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -264,3 +272,4 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     mlflow: MLflowConfig = field(default_factory=MLflowConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    steper: StepERConfig = field(default_factory=StepERConfig)

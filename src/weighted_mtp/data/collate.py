@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
-from weighted_mtp.data.records import Record
+from weighted_mtp.data.records import STEP_TASKS, Record
 from weighted_mtp.errors import ConfigError, DataError
 
 IGNORE_INDEX = -100
@@ -196,6 +196,18 @@ def place_ref_ce(records: Sequence[Record], examples: Sequence[TokenizedExample]
     return out
 
 
+def step_task_index(records: Sequence[Record]) -> torch.Tensor | None:
+    """long [B]: each row's position in STEP_TASKS, or None when no record has a step_task."""
+    present = [r.step_task is not None for r in records]
+    if not any(present):
+        return None
+    if not all(present):
+        missing = records[present.index(False)].task_id
+        raise DataError(f"batch mixes rows with and without 'step_task': task_id {missing!r} has none "
+                        "(StepER step datasets label every row init/exp/agg)")
+    return torch.tensor([STEP_TASKS.index(r.step_task) for r in records], dtype=torch.long)
+
+
 class SFTCollator(_Collator):
     """Batch of Records -> input_ids / attention_mask / labels [B, L], is_correct [B] and the
     number of truncated rows (logged, so a too-small max_length shows up in the metrics).
@@ -213,6 +225,9 @@ class SFTCollator(_Collator):
         ref_ce = place_ref_ce(records, examples, length, self.max_length)
         if ref_ce is not None:
             batch["ref_ce"] = ref_ce
+        step_task = step_task_index(records)
+        if step_task is not None:
+            batch["step_task"] = step_task
         return batch
 
 

@@ -30,6 +30,10 @@ _FIELDS: dict[str, type] = {
     "difficulty": int,
 }
 
+# StepER's three abilities: reasoning initialisation (first step), expansion (middle steps) and
+# aggregation (final step); their order is the order of the per-task losses.
+STEP_TASKS = ("init", "exp", "agg")
+
 _JSON_TYPE_NAMES = {
     str: "str", bool: "bool", int: "int", float: "float", list: "list", dict: "dict", type(None): "null"
 }
@@ -48,13 +52,18 @@ class Record:
     # (response + EOS) as tokenized at the max_length it was computed with. Excluded from
     # `_FIELDS`: it is optional, and a list of numbers needs more than a type check.
     ref_ce: tuple[float, ...] | None = None
+    # Optional StepER step kind (`init`, `exp` or `agg`): which ability a step-wise distillation
+    # row trains, so the objective can keep one loss (and one learned uncertainty) per kind.
+    step_task: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The JSONL form `parse_record` reads back; an absent ref_ce is left out rather than
-        written as null, so files without the column keep exactly the processed schema."""
+        """The JSONL form `parse_record` reads back; absent optional columns are left out rather
+        than written as null, so files without them keep exactly the processed schema."""
         out = {name: getattr(self, name) for name in _FIELDS}
         if self.ref_ce is not None:
             out["ref_ce"] = list(self.ref_ce)
+        if self.step_task is not None:
+            out["step_task"] = self.step_task
         return out
 
 
@@ -89,6 +98,10 @@ def parse_record(obj: Any, path: str | Path, line_no: int) -> Record:
             )
         values[name] = value
     values["ref_ce"] = _parse_ref_ce(obj.get("ref_ce"), path, line_no)
+    step_task = obj.get("step_task")
+    if step_task is not None and step_task not in STEP_TASKS:
+        raise DataError.at(path, line_no, f"field 'step_task' must be one of {', '.join(STEP_TASKS)}, got {step_task!r}")
+    values["step_task"] = step_task
     return Record(**values)
 
 

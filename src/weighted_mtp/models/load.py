@@ -14,6 +14,7 @@ from weighted_mtp.models.lora import LORA_CONFIG_FILE, lora_options
 from weighted_mtp.models.micro import MICRO_SPEC, ensure_micro_model
 from weighted_mtp.models.mtp import MTP_CONFIG_FILE, MTPModel
 
+STEPER_STUDENT_SPEC = "embedded:steper-micro"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -27,9 +28,13 @@ def resolve_model_path(spec: str, cfg: Config | None = None) -> Path:
         from weighted_mtp.models.gguf_import import ensure_smollm2
 
         return ensure_smollm2()
+    if spec == STEPER_STUDENT_SPEC:  # a blank student whose tokenizer knows the StepER world's names
+        from weighted_mtp.steper.student import ensure_steper_student
+
+        return ensure_steper_student(world_seed=cfg.steper.world_seed if cfg is not None else 0)
     if spec.startswith("embedded:"):
         raise ConfigError(f"config key 'models.policy.path': unknown embedded model '{spec}' "
-                          f"(known: {MICRO_SPEC}, embedded:smollm2)")
+                          f"(known: {MICRO_SPEC}, embedded:smollm2, {STEPER_STUDENT_SPEC})")
     path = Path(spec).expanduser()
     if not (path / "config.json").is_file():
         raise ConfigError(

@@ -58,7 +58,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD)
 
 
-def _build(out_dir: Path, texts: Iterable[str], seed: int, vocab_size: int) -> None:
+def _build(out_dir: Path, texts: Iterable[str], seed: int, vocab_size: int, arch: dict = MICRO_LLAMA) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = train_tokenizer(texts, vocab_size)
@@ -67,7 +67,7 @@ def _build(out_dir: Path, texts: Iterable[str], seed: int, vocab_size: int) -> N
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **MICRO_LLAMA,
+        **arch,
     )
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
@@ -81,22 +81,28 @@ def _build(out_dir: Path, texts: Iterable[str], seed: int, vocab_size: int) -> N
 
 def ensure_micro_model(seed: int = 0, vocab_size: int = 4096, data_seed: int = 0, n_problems: int = 2000) -> Path:
     """Returns the cached micro model directory, building it (and the embedded data it trains its
-    tokenizer on) if missing. The directory is written under a temporary name and renamed, so an
-    interrupted build never leaves a half-written model behind."""
+    tokenizer on) if missing."""
     from weighted_mtp.data.embedded import build_embedded_dataset, corpus_texts
 
     data_dir = embedded_data_dir(data_seed, n_problems)
     build_embedded_dataset(data_dir, seed=data_seed, n_problems=n_problems)
-    key = json.dumps({"v": MICRO_VERSION, "arch": MICRO_LLAMA, "seed": seed, "vocab": vocab_size,
-                      "data": json.loads((data_dir / "manifest.json").read_text())}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    out = cache_root() / "models" / f"micro-llama-{digest}"
+    key = {"v": MICRO_VERSION, "arch": MICRO_LLAMA, "seed": seed, "vocab": vocab_size,
+           "data": json.loads((data_dir / "manifest.json").read_text())}
+    return ensure_built_model("micro-llama", key, lambda: corpus_texts(data_dir), seed, vocab_size, MICRO_LLAMA)
+
+
+def ensure_built_model(name: str, key: dict, texts, seed: int, vocab_size: int, arch: dict) -> Path:
+    """A Llama of `arch` with a tokenizer trained on `texts()`, cached under a digest of `key`.
+    The directory is written under a temporary name and renamed, so an interrupted build never
+    leaves a half-written model behind."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    out = cache_root() / "models" / f"{name}-{digest}"
     if (out / "config.json").is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
     try:
-        _build(tmp, corpus_texts(data_dir), seed, vocab_size)
+        _build(tmp, texts(), seed, vocab_size, arch)
         try:
             tmp.rename(out)
         except OSError:  # another process built it first

@@ -4,6 +4,7 @@ from weighted_mtp.objectives.base import Objective, ObjectiveOutput
 from weighted_mtp.objectives.baseline import BaselineObjective
 from weighted_mtp.objectives.critic import CriticObjective
 from weighted_mtp.objectives.rho1 import Rho1Objective
+from weighted_mtp.objectives.steper import StepERObjective
 from weighted_mtp.objectives.verifiable import VerifiableObjective
 
 OBJECTIVES = {
@@ -11,6 +12,7 @@ OBJECTIVES = {
     "critic": CriticObjective,
     "verifiable": VerifiableObjective,
     "rho1": Rho1Objective,
+    "steper": StepERObjective,
 }
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveOutput"]

@@ -28,7 +28,7 @@ def parameter_groups(model: nn.Module, cfg: TrainingConfig, extra: list[nn.Param
         "trunk": lr(cfg.trunk_learning_rate),
         "heads": lr(cfg.heads_learning_rate),
         "value_head": lr(cfg.value_head_learning_rate),
-        "objective": cfg.learning_rate,
+        "objective": lr(cfg.objective_learning_rate),
     }
     buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
     seen: set[int] = set()
