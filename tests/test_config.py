@@ -10,7 +10,7 @@ from weighted_mtp.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 # Tool configs with their own schema (not training runs), checked by their own tests.
-TOOL_CONFIGS = {"steper/generate.yaml"}
+TOOL_CONFIGS = {"steper/generate.yaml", "clara/eval_pdf.yaml"}
 SHIPPED = sorted(p for p in (REPO / "configs").glob("*/*.yaml") if f"{p.parent.name}/{p.name}" not in TOOL_CONFIGS)
 
 

@@ -323,11 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output-dir", type=Path, help="default: <run dir>/eval")
     ev.set_defaults(func=cmd_eval)
 
+    from weighted_mtp.clara.cli import add_clara_parser
     from weighted_mtp.rag.index import add_rag_parser
     from weighted_mtp.steper.cli import add_steper_parser
 
     add_rag_parser(sub)
     add_steper_parser(sub, _configs_root)
+    add_clara_parser(sub, _configs_root)
     return p
 
 

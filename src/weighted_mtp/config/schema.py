@@ -262,6 +262,25 @@ class StepERConfig:
 
 
 @dataclass
+class ClaraSectionConfig:
+    base_model: str = "embedded:clara-base"
+    init_from: Optional[str] = None
+    doc_max_length: int = 64
+    question_max_length: int = 48
+    generator_max_length: int = 256
+    compression_rate: int = 16
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    mse_weight: float = 0.1
+    top_k: int = 1
+    temperature: float = 0.02
+    train_query_reasoner: bool = True
+    fresh_generator: bool = False
+    world_seed: int = 0
+
+
+@dataclass
 class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -273,3 +292,4 @@ class Config:
     mlflow: MLflowConfig = field(default_factory=MLflowConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     steper: StepERConfig = field(default_factory=StepERConfig)
+    clara: ClaraSectionConfig = field(default_factory=ClaraSectionConfig)

@@ -2,6 +2,7 @@
 
 from weighted_mtp.objectives.base import Objective, ObjectiveOutput
 from weighted_mtp.objectives.baseline import BaselineObjective
+from weighted_mtp.objectives.clara import ClaraObjective
 from weighted_mtp.objectives.critic import CriticObjective
 from weighted_mtp.objectives.rho1 import Rho1Objective
 from weighted_mtp.objectives.steper import StepERObjective
@@ -13,6 +14,9 @@ OBJECTIVES = {
     "verifiable": VerifiableObjective,
     "rho1": Rho1Objective,
     "steper": StepERObjective,
+    "clara_stage1": ClaraObjective,
+    "clara_stage2": ClaraObjective,
+    "clara_stage3": ClaraObjective,
 }
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveOutput"]

@@ -77,6 +77,19 @@ class Objective(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+class OwnDataObjective(Protocol):
+    """Optional hooks for an objective whose data is not the processed Record schema (CLaRa's
+    JSONL formats): the loop then shuffles and batches its items and lets it collate them."""
+
+    def load_items(self, which: str) -> tuple[Path, list]:
+        """(source file, items) of "train" or "validation"; errors name the file and line."""
+        ...
+
+    def make_collator(self, tokenizer, which: str):
+        """items -> batch dict of tensors (keys ending in `attention_mask` are counted as tokens)."""
+        ...
+
+
 class PolicyObjective:
     """Default plumbing for objectives that train the MTP policy and keep no state of their own."""
 

@@ -67,7 +67,7 @@ def add_steper_parser(sub, configs_root: Callable[[], Path]) -> None:
     d = ss.add_parser("demo", help="StepER vs Vanilla-KD on the embedded world over several seeds")
     d.add_argument("--output-dir", type=Path, default=Path("runs/steper"))
     d.add_argument("--seeds", type=int, default=3)
-    d.add_argument("--n-test", type=int, default=None, metavar="N", help="evaluate on the first N test questions")
+    d.add_argument("--n-test", type=int, default=200, metavar="N", help="evaluate on the first N test questions (default 200)")
     d.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="training config override applied to both arms (e.g. training.max_steps=100)")
     d.add_argument("--generate-override", action="append", default=[], metavar="KEY=VALUE",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from weighted_mtp.models.micro import ensure_built_model
 
-STUDENT_VERSION = 1
+STUDENT_VERSION = 2
 STEPER_STUDENT = dict(
     hidden_size=192,
     intermediate_size=512,

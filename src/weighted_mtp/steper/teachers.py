@@ -1,7 +1,8 @@
 """The teacher that writes StepER trajectories, one reasoning sentence per call: a local HF
 causal LM, any OpenAI-compatible chat server (vLLM, llama.cpp, TGI), or the synthetic world
 teacher of the tests. Every teacher sees the same messages and returns only the first sentence
-of its reply, cut by `prompts.first_sentence`, so trajectories follow one format whoever wrote them."""
+of its reply, cut by `prompts.first_sentence`, so trajectories follow one format whoever wrote them.
+The HF and OpenAI teachers also `chat`: the whole reply to any messages (CLaRa's QA pairs)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,12 @@ def teacher_messages(query: StepQuery) -> list[dict]:
 def teacher_prompt(query: StepQuery, tokenizer: Any = None) -> str:
     """The messages as one prompt: the tokenizer's chat template (with the assistant turn opened)
     when it has one, else plain text that ends at "Next sentence:" for the model to continue."""
-    messages = teacher_messages(query)
+    return chat_prompt(teacher_messages(query), tokenizer)
+
+
+def chat_prompt(messages: list[dict], tokenizer: Any = None) -> str:
+    """Any chat as one prompt, as `teacher_prompt` builds it: the chat template when the
+    tokenizer has one, else the message contents separated by blank lines."""
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         return "\n\n".join(m["content"] for m in messages)
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -57,7 +63,7 @@ def teacher_prompt(query: StepQuery, tokenizer: Any = None) -> str:
 
 
 class HFTeacher:
-    """A local HF causal-LM directory, decoded greedily in batches up to the first newline."""
+    """A local HF causal-LM directory, decoded greedily in batches (`step`: up to the first newline)."""
 
     def __init__(self, model_dir: str | Path, max_new_tokens: int = 64, batch_size: int = 8,
                  dtype: str = "float32", device: str | None = None):
@@ -78,10 +84,20 @@ class HFTeacher:
                                            batch_size=batch_size)
 
     def step(self, queries: Sequence[StepQuery]) -> list[str]:
+        return [first_sentence(text) for text in self._complete([teacher_messages(q) for q in queries], ("\n",))]
+
+    def chat(self, messages_batch: Sequence[list[dict]]) -> list[str]:
+        """The whole reply to each chat (up to EOS or max_new_tokens; not cut at a newline or
+        a sentence), for callers that want more than one reasoning sentence, such as QA pairs."""
+        return self._complete(messages_batch, ())
+
+    def _complete(self, messages_batch: Sequence[list[dict]], stop: tuple[str, ...]) -> list[str]:
+        from dataclasses import replace
+
         from weighted_mtp.eval.generate import generate
 
-        prompts = [teacher_prompt(q, self.tokenizer) for q in queries]
-        return [first_sentence(text) for text in generate(self.model, self.tokenizer, prompts, self.generation)]
+        prompts = [chat_prompt(m, self.tokenizer) for m in messages_batch]
+        return generate(self.model, self.tokenizer, prompts, replace(self.generation, stop=stop))
 
 
 def chat_completions_url(base_url: str) -> str:
@@ -106,14 +122,22 @@ class OpenAITeacher:
         self.timeout_s, self.retries, self.max_workers, self.backoff_s = timeout_s, retries, max_workers, backoff_s
 
     def step(self, queries: Sequence[StepQuery]) -> list[str]:
-        if self.max_workers == 1 or len(queries) <= 1:
-            return [self._one(q) for q in queries]
-        with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
-            return list(pool.map(self._one, queries))  # map keeps the queries' order
+        return [first_sentence(text) for text in self._map(lambda q: self._reply(teacher_messages(q), ["\n"]), queries)]
 
-    def _one(self, query: StepQuery) -> str:
-        body = {"model": self.model, "messages": teacher_messages(query), "temperature": 0,
-                "max_tokens": self.max_tokens, "stop": ["\n"]}
+    def chat(self, messages_batch: Sequence[list[dict]]) -> list[str]:
+        """The whole reply to each chat, in order: no newline stop and no first-sentence cut."""
+        return self._map(lambda messages: self._reply(messages, None), messages_batch)
+
+    def _map(self, fn, items: Sequence) -> list[str]:
+        if self.max_workers == 1 or len(items) <= 1:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
+            return list(pool.map(fn, items))  # map keeps the items' order
+
+    def _reply(self, messages: list[dict], stop: list[str] | None) -> str:
+        body = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens}
+        if stop:
+            body["stop"] = stop
         reply = self._post(json.dumps(body).encode("utf-8"))
         try:
             content = reply["choices"][0]["message"]["content"]
@@ -121,7 +145,7 @@ class OpenAITeacher:
             content = None
         if not isinstance(content, str):
             raise WMTPError(f"POST {self.url}: reply has no choices[0].message.content: {json.dumps(reply)[:300]}")
-        return first_sentence(content)
+        return content
 
     def _post(self, data: bytes) -> Any:
         headers = {"Content-Type": "application/json"}

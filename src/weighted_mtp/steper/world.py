@@ -301,9 +301,14 @@ def ensure_world(seed: int = 0, **sizes) -> Path:
 
 def world_texts(world: World) -> Iterator[str]:
     """What a tokenizer for this world should see: every document as a prompt shows it, and for
-    each train question its instruction and its gold reasoning ending in the answer sentence."""
+    each train question the prompt template, its instruction and its gold reasoning ending in the
+    answer sentence (so the template's fixed words cost a few tokens, not a hundred)."""
+    from weighted_mtp.data.collate import ALPACA_PROMPT_WITH_INPUT
+
+    header = ALPACA_PROMPT_WITH_INPUT.format(instruction="", input="")  # the training template's fixed text
     for p in world.corpus:
         yield p.as_text()
     for q in world.questions["train"]:
+        yield header
         yield instruction(q.question)
         yield join_reasoning([f.sentence for f in q.chain] + [answer_sentence(q.answer)])

@@ -135,11 +135,15 @@ def _train(cfg: Config, run_dir: Path, resume: bool, show_progress: bool, dctx: 
     pairwise, val_pairwise = objective.batch_kind == "pairwise", objective.val_batch_kind == "pairwise"
     with dctx.main_first():  # rank 0 fills the caches (datasets, indexes, the micro model) first
         # Data first: a malformed file fails in seconds, before any model is loaded.
-        first_span = min(1.0, 1.0 / max(1.0, t.n_epochs))
-        train_split = load_split(cfg, "train", pairwise, progress_end=first_span)
-        val_split = load_split(cfg, "validation", val_pairwise) if cfg.data_sampling.val_n_samples > 0 else None
-        train_eval_items = _train_eval_items(cfg, train_split, pairwise, val_pairwise)
-        overlap = len(problem_ids(train_split.items) & problem_ids(val_split.items)) if val_split else 0
+        if hasattr(objective, "load_items"):  # an objective with its own data format (CLaRa's JSONL)
+            train_split, val_split = _own_splits(objective, cfg)
+            train_eval_items, overlap = None, 0
+        else:
+            first_span = min(1.0, 1.0 / max(1.0, t.n_epochs))
+            train_split = load_split(cfg, "train", pairwise, progress_end=first_span)
+            val_split = load_split(cfg, "validation", val_pairwise) if cfg.data_sampling.val_n_samples > 0 else None
+            train_eval_items = _train_eval_items(cfg, train_split, pairwise, val_pairwise)
+            overlap = len(problem_ids(train_split.items) & problem_ids(val_split.items)) if val_split else 0
         if resume_from is None:
             model, tokenizer, model_path = objective.build_model()
         else:
@@ -153,8 +157,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, show_progress: bool, dctx: 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be usable
     dctx.barrier()
-    collate = _collator(pairwise, tokenizer, cfg)
-    val_collate = _collator(val_pairwise, tokenizer, cfg)
+    if hasattr(objective, "make_collator"):
+        collate, val_collate = objective.make_collator(tokenizer, "train"), objective.make_collator(tokenizer, "validation")
+    else:
+        collate, val_collate = _collator(pairwise, tokenizer, cfg), _collator(val_pairwise, tokenizer, cfg)
     feed = BatchFeed(cfg, train_split, t.batch_size, pairwise, t.n_epochs)  # global batches
 
     steps_per_epoch = max(1, math.ceil(feed.batches_per_epoch / t.gradient_accumulation_steps))
@@ -364,6 +370,20 @@ def _train(cfg: Config, run_dir: Path, resume: bool, show_progress: bool, dctx: 
             f"{result.stop_checkpoint}; continue with: wmtp train --resume {run_dir}")
     say(f"run directory: {run_dir}")
     return result
+
+
+def _own_splits(objective, cfg: Config):
+    """Splits of an objective that reads its own files: `load_items(which)` gives (path, items);
+    the loop only shuffles and batches them (`data_sampling.n_samples` / `val_n_samples` cap them)."""
+    from weighted_mtp.training.data_feed import Split
+
+    path, items = objective.load_items("train")
+    train_split = Split(path=path, items=items[: cfg.data_sampling.n_samples], stats=None)
+    val_split = None
+    if cfg.data_sampling.val_n_samples > 0:
+        path, items = objective.load_items("validation")
+        val_split = Split(path=path, items=items[: cfg.data_sampling.val_n_samples], stats=None)
+    return train_split, val_split
 
 
 def _collator(pairwise: bool, tokenizer, cfg: Config):

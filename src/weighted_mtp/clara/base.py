@@ -1,0 +1,92 @@
+"""The embedded CLaRa base model: the blank StepER student (a micro Llama whose tokenizer knows the
+embedded world's names), briefly pretrained as a plain language model on the world's documents,
+then cached. CLaRa freezes its base and trains only LoRA adapters, so the base must already model
+the language of the documents, the way Mistral-7B models Wikipedia (clara.md section 6.1)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+BASE_VERSION = 1
+PRETRAIN = dict(steps=400, batch_size=32, max_length=96, learning_rate=3e-3, seed=0)
+
+
+def profile_documents(world) -> list[str]:
+    """One text per entity: every fact about it, in corpus order."""
+    by_subject: dict[str, list[str]] = {}
+    for fact in world.facts:
+        by_subject.setdefault(fact.subject, []).append(fact.sentence)
+    return [" ".join(sentences) for sentences in by_subject.values()]
+
+
+def pretrain_lm(model, tokenizer, texts: list[str], *, steps: int, batch_size: int, max_length: int,
+                learning_rate: float, seed: int) -> list[float]:
+    """Next-token pretraining on `texts` (sampled with `seed`); returns the loss per step."""
+    generator = torch.Generator().manual_seed(seed)
+    encoded = [ids[:max_length] for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    eos = tokenizer.eos_token_id
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20) * max(0.1, 1 - s / steps))
+    losses = []
+    model.train()
+    for _ in range(steps):
+        rows = [encoded[i] + [eos] for i in torch.randint(len(encoded), (batch_size,), generator=generator).tolist()]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full_like(ids, -100)
+        mask = torch.zeros_like(ids)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = torch.tensor(r)
+            labels[i, :len(r)] = ids[i, :len(r)]
+            mask[i, :len(r)] = 1
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def ensure_clara_base(world_seed: int = 0) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    from weighted_mtp.models.load import load_tokenizer
+    from weighted_mtp.models.micro import cache_root
+    from weighted_mtp.steper.student import ensure_steper_student
+    from weighted_mtp.steper.world import build_world
+
+    student = ensure_steper_student(world_seed=world_seed)
+    key = json.dumps({"v": BASE_VERSION, "student": student.name, "pretrain": PRETRAIN, "world_seed": world_seed},
+                     sort_keys=True)
+    out = cache_root() / "models" / f"clara-base-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    if (out / "config.json").is_file():
+        return out
+    model = AutoModelForCausalLM.from_pretrained(student)
+    tokenizer = load_tokenizer(student)
+    torch.manual_seed(PRETRAIN["seed"])
+    losses = pretrain_lm(model, tokenizer, profile_documents(build_world(seed=world_seed)), **PRETRAIN)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "pretraining.json").write_text(json.dumps({**PRETRAIN, "first_loss": losses[0],
+                                                          "last_loss": sum(losses[-20:]) / 20}, indent=2))
+        try:
+            tmp.rename(out)
+        except OSError:
+            if not (out / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

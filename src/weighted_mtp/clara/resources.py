@@ -1,0 +1,49 @@
+"""Where CLaRa's inputs come from: `clara.base_model` (the embedded base or a local HF directory)
+and `dataset.train` / `dataset.validation` (ml-clara JSONL files, or `embedded:clara` for the
+stage's files built from the embedded world)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from weighted_mtp.errors import ConfigError
+
+EMBEDDED_DATA = "embedded:clara"
+EMBEDDED_BASE = "embedded:clara-base"
+
+
+def resolve_base_model(spec: str, cfg) -> Path:
+    if spec == EMBEDDED_BASE:
+        from weighted_mtp.clara.base import ensure_clara_base
+
+        return ensure_clara_base(world_seed=cfg.clara.world_seed)
+    path = Path(spec).expanduser()
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"config key 'clara.base_model': {spec} is not a local HF model directory (no config.json) "
+                          f"and not {EMBEDDED_BASE}")
+    return path
+
+
+def embedded_clara_dir(world_seed: int = 0) -> Path:
+    """The embedded world's CLaRa data in ml-clara's formats, built once into the cache."""
+    from weighted_mtp.clara.embedded import write_clara_data
+    from weighted_mtp.models.micro import cache_root
+    from weighted_mtp.steper.world import build_world
+
+    key = hashlib.sha256(json.dumps({"v": 1, "world_seed": world_seed}).encode()).hexdigest()[:12]
+    out = cache_root() / "data" / f"clara-embedded-{key}"
+    if (out / "stage3_test.jsonl").is_file():
+        return out
+    return write_clara_data(out, build_world(seed=world_seed), seed=world_seed)
+
+
+def resolve_clara_data(spec: str, stage: int, which: str, cfg, key: str) -> Path:
+    if spec == EMBEDDED_DATA:
+        split = "train" if which == "train" else "valid"
+        return embedded_clara_dir(cfg.clara.world_seed) / f"stage{stage}_{split}.jsonl"
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"config key '{key}': data file not found: {spec}")
+    return path

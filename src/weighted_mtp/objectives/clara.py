@@ -1,0 +1,198 @@
+"""CLaRa's three stages as objectives of the one training loop (the loop shuffles, batches,
+steps, validates, checkpoints and logs; these say what a batch costs).
+
+stage 1 (compression pretraining): the generator reproduces a document's QA pairs or a
+  paraphrase from its memory vectors alone; loss = CE + mse_weight * MSE(mean document hidden
+  state, mean memory state), both from the same compressor pass. Compressor, generator and the
+  memory embeddings train.
+stage 2 (instruction tuning): question + k compressed documents -> answer; CE + mse_weight * MSE.
+stage 3 (end to end): the compressor is frozen (its pass runs under no_grad); the query reasoner
+  scores the candidates by cosine between flattened memory vectors, a straight-through top-k picks
+  k of them, and the ONLY loss is the generator's next-token CE on the answer. Recall@k against
+  `pos_index` is logged, never trained on. `clara.train_query_reasoner: false` is the control."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from weighted_mtp.clara.resources import resolve_base_model, resolve_clara_data
+from weighted_mtp.config.schema import Config
+from weighted_mtp.errors import ConfigError, DataError
+from weighted_mtp.objectives.base import ObjectiveOutput
+
+INSTRUCTIONS = {
+    "qa": "Generate questions that cover the key information of the background and answer them.",
+    "paraphrase": "Paraphrase the background information.",
+    "answer": "Answer the question as briefly as possible using the background.",
+}
+
+
+class ClaraObjective:
+    batch_kind = "clara"
+    val_batch_kind = "clara"
+
+    def __init__(self, cfg: Config):
+        self.cfg, self.c = cfg, cfg.clara
+        self.stage = int(cfg.experiment.stage.rsplit("stage", 1)[1])
+
+    # ---- model -------------------------------------------------------------------------------
+
+    def _trainable(self) -> tuple[set[str], bool]:
+        if self.stage == 3:
+            return ({"query_reasoner"} if self.c.train_query_reasoner else set()) | {"generator"}, False
+        return {"compressor", "generator"}, True
+
+    def build_model(self):
+        from weighted_mtp.clara.model import ClaraConfig, ClaraModel
+
+        if self.c.init_from:
+            source = Path(self.c.init_from)
+            model = ClaraModel.from_pretrained(source)
+            if self.stage == 2 and self.c.fresh_generator:
+                model.reset_adapter("generator")
+            if self.stage == 3:
+                model.init_query_reasoner_from_compressor()
+        else:
+            source = resolve_base_model(self.c.base_model, self.cfg)
+            model = ClaraModel.build(source, ClaraConfig(
+                doc_max_length=self.c.doc_max_length, compression_rate=self.c.compression_rate,
+                lora_rank=self.c.lora_rank, lora_alpha=self.c.lora_alpha, lora_dropout=self.c.lora_dropout,
+                generator_max_length=self.c.generator_max_length))
+            if self.stage == 3:
+                model.init_query_reasoner_from_compressor()
+        model.set_trainable(*self._trainable())
+        return model, model.tokenizer, source
+
+    def load_model(self, directory: Path):
+        from weighted_mtp.clara.model import ClaraModel
+
+        model = ClaraModel.from_pretrained(directory)
+        model.set_trainable(*self._trainable())
+        return model
+
+    # ---- data --------------------------------------------------------------------------------
+
+    def load_items(self, which: str) -> tuple[Path, list]:
+        from weighted_mtp.clara.data import read_stage
+
+        key = "dataset.train" if which == "train" else "dataset.validation"
+        path = resolve_clara_data(getattr(self.cfg.dataset, "train" if which == "train" else "validation"),
+                                  self.stage, which, self.cfg, key)
+        items = read_stage(path, self.stage)
+        if not items:
+            raise DataError(f"{path}: no examples ({key})")
+        if self.stage == 3:
+            sizes = {len(x.docs) for x in items}
+            if len(sizes) > 1:
+                raise DataError(f"{path}: every stage-3 example needs the same number of candidate docs, found "
+                                f"{sorted(sizes)}")
+            if self.c.top_k > sizes.pop():
+                raise ConfigError(f"config key 'clara.top_k' is {self.c.top_k}, more than the candidates per question")
+        return path, items
+
+    def make_collator(self, tokenizer, which: str):
+        return ClaraCollator(tokenizer, self.stage, self.c)
+
+    # ---- the step ----------------------------------------------------------------------------
+
+    def __call__(self, model, batch: dict[str, Any], *, training: bool) -> ObjectiveOutput:
+        gen = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+        n_targets = (batch["labels"] != -100).sum().to(torch.float32)
+        if self.stage in (1, 2):
+            out = model.compress(batch["doc_input_ids"], batch["doc_attention_mask"])
+            memory = out.memory.view(batch["n_rows"], batch["n_docs"], *out.memory.shape[1:])
+            ce = model.generator_loss(gen, memory)
+            loss = ce + self.c.mse_weight * out.mse
+            metrics = {"loss": loss.detach(), "ce": ce.detach(), "mse": out.mse.detach()}
+            sums = {"loss": (ce.detach() * n_targets, n_targets), "mse": (out.mse.detach(), torch.ones(()))}
+            return ObjectiveOutput(loss=loss, metrics=metrics, sums=sums)
+        return self._stage3(model, batch, gen, n_targets)
+
+    def _stage3(self, model, batch, gen, n_targets) -> ObjectiveOutput:
+        from weighted_mtp.clara.topk import differentiable_topk, select, topk_indices
+
+        B, D = batch["n_rows"], batch["n_docs"]
+        with torch.no_grad():  # the compressor is frozen: no gradient can reach it
+            memory = model.compress(batch["doc_input_ids"], batch["doc_attention_mask"]).memory
+        memory = memory.view(B, D, *memory.shape[1:])
+        query = model.query_vectors(batch["query_input_ids"], batch["query_attention_mask"])  # [B, l*d]
+        scores = F.cosine_similarity(query.float().unsqueeze(1), memory.flatten(2).float(), dim=-1)  # [B, D]
+        Z = differentiable_topk(scores, self.c.top_k, self.c.temperature)
+        ce = model.generator_loss(gen, select(Z.to(memory.dtype), memory))
+        picked = topk_indices(Z)
+        gold = batch["gold"]  # [B, D] bool: the candidates pos_index names
+        has_gold = gold.any(1)
+        hit1 = gold.gather(1, picked[:, :1]).squeeze(1) & has_gold
+        hitk = gold.gather(1, picked).any(1) & has_gold
+        n_gold = has_gold.sum().to(torch.float32)
+        metrics = {"loss": ce.detach(), "ce": ce.detach(), "recall_at_1": hit1.float().sum() / n_gold.clamp(min=1),
+                   f"recall_at_{self.c.top_k}": hitk.float().sum() / n_gold.clamp(min=1),
+                   "score_std": scores.detach().std(dim=1).mean()}
+        sums = {"loss": (ce.detach() * n_targets, n_targets), "recall_at_1": (hit1.float().sum(), n_gold),
+                f"recall_at_{self.c.top_k}": (hitk.float().sum(), n_gold)}
+        return ObjectiveOutput(loss=ce, metrics=metrics, sums=sums)
+
+    # ---- the rest of the contract ------------------------------------------------------------
+
+    def validation_metrics(self, samples, reference) -> dict[str, float]:
+        return {}
+
+    def extra_parameters(self) -> list:
+        return []
+
+    def to(self, device) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class ClaraCollator:
+    """Items of one stage -> tensors: the documents for the compressor (fixed width, left padded),
+    the question for the query reasoner (stage 3) and the generator prompt with k x l memory
+    placeholders and the target."""
+
+    def __init__(self, tokenizer, stage: int, c):
+        from weighted_mtp.clara.tokens import clara_tokens, n_memory_tokens
+
+        self.tokenizer, self.stage, self.c = tokenizer, stage, c
+        self.tokens = clara_tokens(tokenizer, n_memory_tokens(c.doc_max_length, c.compression_rate))
+
+    def __call__(self, items: list) -> dict[str, Any]:
+        from weighted_mtp.clara.tokens import encode_generator, encode_texts
+
+        tok, c = self.tokenizer, self.c
+        if self.stage == 1:
+            docs = [x.doc for x in items]
+            questions, n_docs = [None] * len(items), 1
+            targets = [x.target() for x in items]
+            instruction = [INSTRUCTIONS["paraphrase" if x.data_type == "paraphrase" else "qa"] for x in items]
+        else:
+            docs = [d for x in items for d in x.docs]
+            questions, targets = [x.question for x in items], [x.answer for x in items]
+            n_docs = len(items[0].docs) if self.stage == 2 else c.top_k
+            instruction = [INSTRUCTIONS["answer"]] * len(items)
+            if self.stage == 2 and any(len(x.docs) != n_docs for x in items):
+                raise DataError(f"stage-2 batch mixes {sorted({len(x.docs) for x in items})} documents per question")
+        batch: dict[str, Any] = {}
+        gen = encode_generator(tok, self.tokens, instruction=instruction, questions=questions, n_docs=n_docs,
+                               targets=targets, max_length=c.generator_max_length)
+        batch.update(gen)
+        enc = encode_texts(tok, docs, c.doc_max_length, self.tokens)
+        batch["doc_input_ids"], batch["doc_attention_mask"] = enc["input_ids"], enc["attention_mask"]
+        batch["n_rows"], batch["n_docs"] = len(items), len(docs) // len(items)
+        if self.stage == 3:
+            q = encode_texts(tok, questions, c.question_max_length, self.tokens)
+            batch["query_input_ids"], batch["query_attention_mask"] = q["input_ids"], q["attention_mask"]
+            gold = torch.zeros(len(items), batch["n_docs"], dtype=torch.bool)
+            for i, x in enumerate(items):
+                gold[i, list(x.pos_index)] = True
+            batch["gold"] = gold
+        return batch
