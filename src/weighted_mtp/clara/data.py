@@ -13,12 +13,12 @@ Stage 3 (end to end): stage 2 plus "pos_index": [indices of the gold documents i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Union
 
 from weighted_mtp.errors import ConfigError, DataError
+from weighted_mtp.jsonl import iter_jsonl, write_jsonl
 
 DATA_TYPES = ("qa", "paraphrase")
 
@@ -219,22 +219,12 @@ def read_stage(path: str | Path, stage: int, *, allow_empty_pos: bool = False) -
     """Every example of a stage's JSONL file (blank lines skipped); the first bad line raises
     DataError "path:line: ..."."""
     _check_stage(stage)
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"stage-{stage} data file not found: {path}")
     out: list[Example] = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError.at(path, line_no, f"invalid JSON: {exc}") from None
-            try:
-                out.append(parse_record(obj, stage, allow_empty_pos=allow_empty_pos))
-            except DataError as exc:
-                raise DataError.at(path, line_no, str(exc)) from None
+    for line_no, obj in iter_jsonl(path, f"stage-{stage} data"):
+        try:
+            out.append(parse_record(obj, stage, allow_empty_pos=allow_empty_pos))
+        except DataError as exc:
+            raise DataError.at(path, line_no, str(exc)) from None
     if not out:
         raise DataError(f"{path}: no stage-{stage} examples (the file is empty)")
     return out
@@ -251,19 +241,13 @@ def write_stage(path: str | Path, examples: Iterable[Example]) -> Path:
     if len(kinds) != 1 or not kinds <= set(_STAGE_OF):
         raise DataError(f"{path}: examples must all be of one stage class, got {sorted(k.__name__ for k in kinds)}")
     stage = _STAGE_OF[kinds.pop()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for n, ex in enumerate(examples, start=1):
-            record = ex.to_json()
-            try:
-                parse_record(record, stage, allow_empty_pos=True)
-            except DataError as exc:
-                tmp.unlink()
-                raise DataError.at(path, n, f"refusing to write an invalid stage-{stage} example: {exc}") from None
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    records = [ex.to_json() for ex in examples]
+    for n, record in enumerate(records, start=1):
+        try:
+            parse_record(record, stage, allow_empty_pos=True)
+        except DataError as exc:
+            raise DataError.at(path, n, f"refusing to write an invalid stage-{stage} example: {exc}") from None
+    return write_jsonl(path, records)
 
 
 def validate_file(path: str | Path, stage: int, *, allow_empty_pos: bool = False) -> str:

@@ -6,7 +6,6 @@ of the report would otherwise be scored against answers the model could never se
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Iterable, Protocol, Sequence
 
 from weighted_mtp.clara.pdf import Chunk, split_sentences
 from weighted_mtp.errors import ConfigError, DataError, WMTPError
+from weighted_mtp.jsonl import iter_jsonl, write_jsonl
 from weighted_mtp.rag.qa_metrics import normalize_answer
 
 
@@ -64,34 +64,15 @@ def _parse_pair(obj: object, path: Path, line_no: int) -> QAPair:
 def read_qa_jsonl(path: str | Path) -> list[QAPair]:
     """Every pair of a JSONL file, one {"question", "answer", "chunk_id"?, "keywords"?} per line.
     Missing keywords default to the content words of the answer."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"QA file not found: {path}")
-    pairs = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError.at(path, line_no, f"invalid JSON: {exc}") from None
-            pairs.append(_parse_pair(obj, path, line_no))
+    pairs = [_parse_pair(obj, path, line_no) for line_no, obj in iter_jsonl(path, "QA")]
     if not pairs:
         raise DataError(f"{path}: no QA pairs")
     return pairs
 
 
 def write_qa_jsonl(path: str | Path, pairs: Iterable[QAPair]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for p in pairs:
-            fh.write(json.dumps({"question": p.question, "answer": p.answer, "chunk_id": p.chunk_id,
-                                 "keywords": list(p.keywords)}, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    return write_jsonl(path, ({"question": p.question, "answer": p.answer, "chunk_id": p.chunk_id,
+                               "keywords": list(p.keywords)} for p in pairs))
 
 
 # -------------------------------------------------------------------------------- generators

@@ -90,7 +90,27 @@ class OwnDataObjective(Protocol):
         ...
 
 
-class PolicyObjective:
+class ObjectiveDefaults:
+    """The parts of the contract most objectives leave empty: no split-level metrics, no
+    parameters or extra models of their own, no state."""
+
+    def validation_metrics(self, samples: dict[str, Tensor], reference: dict[str, Tensor] | None) -> dict[str, float]:
+        return {}
+
+    def extra_parameters(self) -> list:
+        return []
+
+    def to(self, device) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class PolicyObjective(ObjectiveDefaults):
     """Default plumbing for objectives that train the MTP policy and keep no state of their own."""
 
     batch_kind = "sft"
@@ -109,18 +129,3 @@ class PolicyObjective:
             raise ConfigError(f"{directory}: the checkpoint {'has' if model.lora else 'has no'} LoRA adapters but "
                               f"training.use_lora is {str(self.cfg.training.use_lora).lower()}")
         return model
-
-    def validation_metrics(self, samples: dict[str, Tensor], reference: dict[str, Tensor] | None) -> dict[str, float]:
-        return {}
-
-    def extra_parameters(self) -> list:
-        return []
-
-    def to(self, device) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from weighted_mtp.clara.resources import resolve_base_model, resolve_clara_data
 from weighted_mtp.config.schema import Config
 from weighted_mtp.errors import ConfigError, DataError
-from weighted_mtp.objectives.base import ObjectiveOutput
+from weighted_mtp.objectives.base import ObjectiveDefaults, ObjectiveOutput
 
 INSTRUCTIONS = {
     "qa": "Generate questions that cover the key information of the background and answer them.",
@@ -31,7 +31,7 @@ INSTRUCTIONS = {
 }
 
 
-class ClaraObjective:
+class ClaraObjective(ObjectiveDefaults):
     batch_kind = "clara"
     val_batch_kind = "clara"
 
@@ -135,24 +135,6 @@ class ClaraObjective:
         sums = {"loss": (ce.detach() * n_targets, n_targets), "recall_at_1": (hit1.float().sum(), n_gold),
                 f"recall_at_{self.c.top_k}": (hitk.float().sum(), n_gold)}
         return ObjectiveOutput(loss=ce, metrics=metrics, sums=sums)
-
-    # ---- the rest of the contract ------------------------------------------------------------
-
-    def validation_metrics(self, samples, reference) -> dict[str, float]:
-        return {}
-
-    def extra_parameters(self) -> list:
-        return []
-
-    def to(self, device) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
 
 class ClaraCollator:
     """Items of one stage -> tensors: the documents for the compressor (fixed width, left padded),

@@ -3,12 +3,12 @@ with one object per line: {"id": str, "title": str, "text": str}."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from weighted_mtp.errors import DataError
+from weighted_mtp.jsonl import iter_jsonl, write_jsonl
 
 
 @dataclass(frozen=True)
@@ -43,38 +43,21 @@ def parse_passage(obj: object, path: str | Path, line_no: int) -> Passage:
 
 def read_passages(path: str | Path) -> list[Passage]:
     """Every passage of a JSONL corpus; ids must be unique (a retriever answers with ids)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"corpus file not found: {path}")
     out: list[Passage] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError.at(path, line_no, f"invalid JSON: {exc}") from None
-            passage = parse_passage(obj, path, line_no)
-            if passage.pid in seen:
-                raise DataError.at(path, line_no, f"duplicate passage id {passage.pid!r} (first on line {seen[passage.pid]})")
-            seen[passage.pid] = line_no
-            out.append(passage)
+    for line_no, obj in iter_jsonl(path, "corpus"):
+        passage = parse_passage(obj, path, line_no)
+        if passage.pid in seen:
+            raise DataError.at(path, line_no, f"duplicate passage id {passage.pid!r} (first on line {seen[passage.pid]})")
+        seen[passage.pid] = line_no
+        out.append(passage)
     if not out:
         raise DataError(f"{path}: the corpus has no passages")
     return out
 
 
 def write_passages(path: str | Path, passages: Iterable[Passage]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for p in passages:
-            f.write(json.dumps(p.to_json_dict(), ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    return write_jsonl(path, (p.to_json_dict() for p in passages))
 
 
 def format_passages(passages: Sequence[Passage]) -> str:

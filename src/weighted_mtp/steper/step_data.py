@@ -11,12 +11,12 @@ so each row is exactly one step of the inference loop."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from weighted_mtp.data.records import Record
+from weighted_mtp.jsonl import write_jsonl
 from weighted_mtp.rag.passages import Passage
 from weighted_mtp.steper.prompts import context, instruction, join_reasoning
 from weighted_mtp.steper.trajectory import Trajectory
@@ -71,8 +71,4 @@ def write_step_datasets(trajectories: Sequence[Trajectory], keep: Sequence[bool]
 
 
 def _write_records(path: Path, rows: Sequence[Record]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row.to_json_dict(), ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_jsonl(path, (row.to_json_dict() for row in rows))
