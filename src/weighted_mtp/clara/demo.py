@@ -62,25 +62,16 @@ def recall_before_after(out: Path, configs: Path, overrides: list[str], n_questi
 
 
 def render_world_pdf(path: Path, world_seed: int = 0, max_docs: int = 60) -> Path:
-    """A multi-page PDF of the embedded world's held-out CLaRa documents."""
+    """A multi-page PDF of the embedded world's held-out (test) CLaRa documents."""
+    from weighted_mtp.clara.data import read_stage
     from weighted_mtp.clara.pdf import render_pdf
     from weighted_mtp.clara.resources import embedded_clara_dir
-    from weighted_mtp.clara.data import read_stage  # noqa: F401  (documents come as passages)
     from weighted_mtp.rag.passages import read_passages
 
-    docs = read_passages(embedded_clara_dir(world_seed) / "documents.jsonl")
-    test = [d for d in docs if d.pid in _test_pids(world_seed)][:max_docs]
-    return render_pdf([(d.title, d.text) for d in test], path)
-
-
-def _test_pids(world_seed: int) -> set[str]:
-    from weighted_mtp.clara.data import read_stage
-    from weighted_mtp.clara.resources import embedded_clara_dir
-
-    docs = {x.doc for x in read_stage(embedded_clara_dir(world_seed) / "stage1_test.jsonl", 1)}
-    from weighted_mtp.rag.passages import read_passages
-
-    return {p.pid for p in read_passages(embedded_clara_dir(world_seed) / "documents.jsonl") if p.text in docs}
+    data = embedded_clara_dir(world_seed)
+    test_texts = {x.doc for x in read_stage(data / "stage1_test.jsonl", 1)}
+    docs = [d for d in read_passages(data / "documents.jsonl") if d.text in test_texts][:max_docs]
+    return render_pdf([(d.title, d.text) for d in docs], path)
 
 
 def run_demo(output_dir: str | Path, configs: Path, overrides: list[str] = (), pdf_overrides: list[str] = ()) -> dict:

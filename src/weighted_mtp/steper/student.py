@@ -7,20 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from weighted_mtp.models.micro import ensure_built_model
+from weighted_mtp.models.micro import MICRO_LLAMA, ensure_built_model
 
 STUDENT_VERSION = 2
-STEPER_STUDENT = dict(
-    hidden_size=192,
-    intermediate_size=512,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    num_key_value_heads=4,
-    max_position_embeddings=1024,
-    rms_norm_eps=1e-5,
-    rope_theta=10000.0,
-    tie_word_embeddings=True,
-)
+# The micro model's architecture, narrower (a 4k world vocabulary needs less width than code).
+STEPER_STUDENT = {**MICRO_LLAMA, "hidden_size": 192, "intermediate_size": 512, "num_key_value_heads": 4}
 
 
 def ensure_steper_student(world_seed: int = 0, seed: int = 0, vocab_size: int = 4096) -> Path:
