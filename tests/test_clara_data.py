@@ -286,3 +286,17 @@ def test_bad_sizes_are_config_errors(world):
         build_clara_data(world, k=0)
     with pytest.raises(ConfigError, match="leaves none for train"):
         build_clara_data(world, valid_docs=500, test_docs=500)
+
+
+def test_base_pretraining_world_shares_the_language_but_no_fact(world):
+    """The embedded base learns the documents' language from another world: none of the facts CLaRa
+    is asked about is in its corpus (else the generator answers from its weights and the memory
+    vectors carry nothing it needs), yet every relation template is."""
+    from weighted_mtp.clara.base import pretraining_texts
+
+    corpus = " ".join(pretraining_texts(world_seed=0))
+    assert not [f.sentence for f in world.facts if f.sentence in corpus]
+    sample = {f.relation: f for f in world.facts}
+    for fact in sample.values():  # the template around the names, e.g. " was directed by "
+        middle = fact.sentence.replace(fact.subject, "\0").replace(fact.object, "\0").split("\0")[1]
+        assert middle.strip() and middle in corpus, fact.relation

@@ -354,3 +354,45 @@ def test_generate_is_greedy_from_injected_memory(base_dir):
     assert m.generate(one, memory[:1], max_new_tokens=4) == [m.tokenizer.decode(new, skip_special_tokens=True)]
     with pytest.raises(ValueError, match="left-padded"):
         m.generate(_gen_batch(m, questions=QUESTIONS[:2], targets=["a", "much longer answer"]), memory)
+
+
+def test_validation_memory_gain_is_zero_exactly_when_every_row_has_the_same_document(base_dir):
+    """`memory_gain` = CE with another row's memory - CE with its own. Identical documents make
+    the shuffle a no-op (gain exactly 0); different documents give a model that reads its memory
+    a non-zero gain. Training steps do not pay for it."""
+    from conftest import REPO
+
+    from weighted_mtp.clara.data import Stage1Example
+    from weighted_mtp.config import load_config
+    from weighted_mtp.objectives.clara import ClaraCollator, ClaraObjective
+
+    m = _model(base_dir)
+    cfg = load_config(REPO / "configs" / "clara" / "stage1.yaml",
+                      ["clara.doc_max_length=16", "clara.compression_rate=4", "clara.generator_max_length=256"])
+    objective, collate = ClaraObjective(cfg), ClaraCollator(m.tokenizer, 1, cfg.clara)
+
+    def gain(docs):
+        batch = collate([Stage1Example("qa", (q,), (a,), d) for q, a, d in zip(QUESTIONS, ANSWERS, docs)])
+        with torch.no_grad():
+            return objective(m, batch, training=False).metrics["memory_gain"].item()
+
+    assert gain([DOCS[0]] * 3) == 0.0
+    assert abs(gain(DOCS)) > 1e-4
+    batch = collate([Stage1Example("qa", (QUESTIONS[0],), (ANSWERS[0],), DOCS[0])] * 2)
+    assert "memory_gain" not in objective(m, batch, training=True).metrics
+
+
+def test_stage3_trainable_sets_and_a_stage3_that_would_train_nothing():
+    from conftest import REPO
+
+    from weighted_mtp.config import load_config
+    from weighted_mtp.objectives.clara import ClaraObjective
+
+    def trainable(*overrides):
+        return ClaraObjective(load_config(REPO / "configs" / "clara" / "stage3.yaml", list(overrides)))._trainable()
+
+    assert trainable() == ({"query_reasoner", "generator"}, False)
+    assert trainable("clara.train_query_reasoner=false") == ({"generator"}, False)  # the control
+    assert trainable("clara.train_generator=false") == ({"query_reasoner"}, False)
+    with pytest.raises(ConfigError, match="train nothing"):
+        trainable("clara.train_query_reasoner=false", "clara.train_generator=false")

@@ -41,23 +41,28 @@ def train_stages(out: Path, configs: Path, overrides: list[str] = (), control: b
 
 
 def recall_before_after(out: Path, configs: Path, overrides: list[str], n_questions: int = 300) -> dict:
-    """Recall@1/3 of the query reasoner on held-out (test) stage-3 questions: initialised from the
-    stage-2 compressor (before), after stage 3, and after the frozen-reasoner control."""
+    """Recall@1/3 of the query reasoner over each question's candidates: initialised from the
+    stage-2 compressor (before), after stage 3, and after the frozen-reasoner control; on the
+    stage-3 training questions (documents the compressor learned in stages 1-2) and on held-out
+    test questions (documents no stage has seen)."""
     from weighted_mtp.clara.data import read_stage
     from weighted_mtp.clara.evaluate import stage3_recall
     from weighted_mtp.clara.model import ClaraModel
     from weighted_mtp.clara.resources import embedded_clara_dir
 
     cfg = load_config(configs / "clara" / "stage3.yaml", overrides)
-    examples = read_stage(embedded_clara_dir(cfg.clara.world_seed) / "stage3_test.jsonl", 3)[:n_questions]
-    before = ClaraModel.from_pretrained(out / "stage2" / "final")
-    before.init_query_reasoner_from_compressor()
-    result = {"n_questions": len(examples), "n_candidates": len(examples[0].docs),
-              "before_stage3": stage3_recall(before, examples, question_max_length=cfg.clara.question_max_length)}
+    data = embedded_clara_dir(cfg.clara.world_seed, cfg.clara.train_docs)
+    models = {"before_stage3": ClaraModel.from_pretrained(out / "stage2" / "final")}
+    models["before_stage3"].init_query_reasoner_from_compressor()
     for name in ("stage3", "stage3_frozen_reasoner"):
         if (out / name / "final").is_dir():
-            model = ClaraModel.from_pretrained(out / name / "final")
-            result[f"after_{name}"] = stage3_recall(model, examples, question_max_length=cfg.clara.question_max_length)
+            models[f"after_{name}"] = ClaraModel.from_pretrained(out / name / "final")
+    result: dict = {}
+    for split in ("train", "test"):
+        examples = read_stage(data / f"stage3_{split}.jsonl", 3)[:n_questions]
+        result[split] = {"n_questions": len(examples), "n_candidates": len(examples[0].docs)}
+        for name, model in models.items():
+            result[split][name] = stage3_recall(model, examples, question_max_length=cfg.clara.question_max_length)
     return result
 
 
@@ -68,7 +73,7 @@ def render_world_pdf(path: Path, world_seed: int = 0, max_docs: int = 60) -> Pat
     from weighted_mtp.clara.resources import embedded_clara_dir
     from weighted_mtp.rag.passages import read_passages
 
-    data = embedded_clara_dir(world_seed)
+    data = embedded_clara_dir(world_seed)  # the test split does not depend on train_docs
     test_texts = {x.doc for x in read_stage(data / "stage1_test.jsonl", 1)}
     docs = [d for d in read_passages(data / "documents.jsonl") if d.text in test_texts][:max_docs]
     return render_pdf([(d.title, d.text) for d in docs], path)
@@ -94,13 +99,13 @@ def run_demo(output_dir: str | Path, configs: Path, overrides: list[str] = (), p
 def format_summary(summary: dict) -> str:
     lines = ["CLaRa on the embedded world"]
     for name, m in summary["stages"].items():
-        keys = [k for k in ("val/loss", "val/mse", "val/recall_at_1") if k in m]
+        keys = [k for k in ("val/loss", "val/mse", "val/memory_gain", "val/recall_at_1") if k in m]
         lines.append(f"  {name:<24} " + "  ".join(f"{k} {m[k]:.3f}" for k in keys))
-    r = summary["recall"]
-    lines.append(f"  Recall@1 on {r['n_questions']} held-out questions ({r['n_candidates']} candidates each):")
-    for name in ("before_stage3", "after_stage3", "after_stage3_frozen_reasoner"):
-        if name in r:
-            lines.append(f"    {name:<30} {r[name].get('recall_at_1', float('nan')):.3f}")
+    for split, r in summary["recall"].items():
+        lines.append(f"  Recall@1 on {r['n_questions']} {split} questions ({r['n_candidates']} candidates each):")
+        for name in ("before_stage3", "after_stage3", "after_stage3_frozen_reasoner"):
+            if name in r:
+                lines.append(f"    {name:<30} {r[name].get('recall_at_1', float('nan')):.3f}")
     for name, m in summary["eval_pdf"]["scenarios"].items():
         lines.append(f"  PDF {name:<20} EM {m['em']:.3f}  F1 {m['f1']:.3f}  cover-EM {m['cover_em']:.3f}"
                      + (f"  Recall@1 {m['recall@1']:.3f}" if "recall@1" in m else ""))

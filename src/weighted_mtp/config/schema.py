@@ -276,8 +276,10 @@ class ClaraSectionConfig:
     top_k: int = 1
     temperature: float = 0.02
     train_query_reasoner: bool = True
+    train_generator: bool = True
     fresh_generator: bool = False
     world_seed: int = 0
+    train_docs: int = 96
 
 
 @dataclass

@@ -43,7 +43,11 @@ class ClaraObjective(ObjectiveDefaults):
 
     def _trainable(self) -> tuple[set[str], bool]:
         if self.stage == 3:
-            return ({"query_reasoner"} if self.c.train_query_reasoner else set()) | {"generator"}, False
+            if not (self.c.train_query_reasoner or self.c.train_generator):
+                raise ConfigError("clara.train_query_reasoner and clara.train_generator are both false: "
+                                  "stage 3 would train nothing")
+            return ({"query_reasoner"} if self.c.train_query_reasoner else set()) | (
+                {"generator"} if self.c.train_generator else set()), False
         return {"compressor", "generator"}, True
 
     def build_model(self):
@@ -109,6 +113,13 @@ class ClaraObjective(ObjectiveDefaults):
             loss = ce + self.c.mse_weight * out.mse
             metrics = {"loss": loss.detach(), "ce": ce.detach(), "mse": out.mse.detach()}
             sums = {"loss": (ce.detach() * n_targets, n_targets), "mse": (out.mse.detach(), torch.ones(()))}
+            if not training and batch["n_rows"] > 1:
+                # Does the generator read the memory? CE with every row given another row's documents,
+                # minus CE with its own: ~0 when the memory carries nothing (a collapsed compressor).
+                with torch.no_grad():
+                    gain = model.generator_loss(gen, memory.roll(1, dims=0)).detach() - ce.detach()
+                metrics["memory_gain"] = gain
+                sums["memory_gain"] = (gain * n_targets, n_targets)
             return ObjectiveOutput(loss=loss, metrics=metrics, sums=sums)
         return self._stage3(model, batch, gen, n_targets)
 
