@@ -1,7 +1,7 @@
 """The embedded CLaRa base model: the blank StepER student (a micro Llama whose tokenizer knows the
-embedded world's names), briefly pretrained as a plain language model, then cached. CLaRa freezes its base and trains only
-LoRA adapters, so the base must already model the language of the documents, the way Mistral-7B
-models English (clara.md section 6.1).
+embedded world's names), briefly pretrained as a plain language model, then cached. CLaRa freezes
+its base and trains only LoRA adapters, so the base must already model the language of the
+documents, the way Mistral-7B models English (clara.md section 6.1).
 
 It learns that language from ANOTHER world (same templates and name syllables, other entities
 and facts, `PRETRAIN_WORLD_OFFSET`): pretrained on the documents it will be asked about, the
