@@ -34,7 +34,8 @@ def embedded_clara_dir(world_seed: int = 0, train_docs: int = 96) -> Path:
     from weighted_mtp.models.micro import cache_root
     from weighted_mtp.steper.world import build_world
 
-    key = hashlib.sha256(json.dumps({"v": 1, "world_seed": world_seed, "train_docs": train_docs}).encode()).hexdigest()[:12]
+    spec = {"v": 1, "world_seed": world_seed, "train_docs": train_docs}
+    key = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:12]
     out = cache_root() / "data" / f"clara-embedded-{key}"
     if (out / "stage3_test.jsonl").is_file():
         return out
