@@ -117,7 +117,7 @@ class ClaraObjective(ObjectiveDefaults):
                 # Does the generator read the memory? CE with every row given another row's documents,
                 # minus CE with its own: ~0 when the memory carries nothing (a collapsed compressor).
                 with torch.no_grad():
-                    gain = model.generator_loss(gen, memory.roll(1, dims=0)).detach() - ce.detach()
+                    gain = model.generator_loss(gen, memory.roll(1, dims=0)) - ce.detach()
                 metrics["memory_gain"] = gain
                 sums["memory_gain"] = (gain * n_targets, n_targets)
             return ObjectiveOutput(loss=loss, metrics=metrics, sums=sums)
