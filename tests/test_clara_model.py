@@ -366,10 +366,9 @@ def test_validation_memory_gain_is_zero_exactly_when_every_row_has_the_same_docu
     from weighted_mtp.config import load_config
     from weighted_mtp.objectives.clara import ClaraCollator, ClaraObjective
 
-    m = _model(base_dir)
-    cfg = load_config(REPO / "configs" / "clara" / "stage1.yaml",
-                      ["clara.doc_max_length=16", "clara.compression_rate=4", "clara.generator_max_length=256"])
-    objective, collate = ClaraObjective(cfg), ClaraCollator(m.tokenizer, 1, cfg.clara)
+    m = _model(base_dir, generator_max_length=256)  # the model's own shapes rule the batches
+    cfg = load_config(REPO / "configs" / "clara" / "stage1.yaml")
+    objective, collate = ClaraObjective(cfg), ClaraCollator(m.tokenizer, 1, cfg.clara, m.cfg)
 
     def gain(docs):
         batch = collate([Stage1Example("qa", (q,), (a,), d) for q, a, d in zip(QUESTIONS, ANSWERS, docs)])

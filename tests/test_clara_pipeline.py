@@ -74,6 +74,22 @@ def test_three_stages_chain_and_stage3_trains_only_reasoner_and_generator(stages
     assert any(not torch.equal(g2[k], g3[k]) for k in g2)
 
 
+def test_a_continued_stage_keeps_the_models_compression_rate(stages, tmp_path):
+    """Stage 2 reads l and the document width from the stage-1 model, not from its own config:
+    the model was trained at 32 tokens / rate 8 (l = 4) and the config says 64 / 4 (l = 16)."""
+    from conftest import REPO
+
+    from weighted_mtp.clara.demo import _run_stage
+    from weighted_mtp.clara.model import ClaraConfig
+
+    out, _ = stages
+    overrides = [*TINY, "training.max_steps=1", "training.eval_every=0.0", f"clara.init_from={out / 'stage1' / 'final'}",
+                 "clara.doc_max_length=64", "clara.compression_rate=4"]  # l = 16 if the config ruled
+    _run_stage(REPO / "configs", "stage2", tmp_path / "stage2", overrides)
+    saved = ClaraConfig.from_file(tmp_path / "stage2" / "final" / "clara_config.json")
+    assert (saved.doc_max_length, saved.compression_rate, saved.n_mem) == (32, 8, 4)
+
+
 def test_each_stage_adapter_loads_with_peft(stages, tiny_base):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from weighted_mtp.clara.resources import resolve_base_model, resolve_clara_data
 from weighted_mtp.config.schema import Config
-from weighted_mtp.errors import ConfigError, DataError
+from weighted_mtp.errors import ConfigError, DataError, WMTPError
 from weighted_mtp.objectives.base import ObjectiveDefaults, ObjectiveOutput
 
 INSTRUCTIONS = {
@@ -38,6 +38,7 @@ class ClaraObjective(ObjectiveDefaults):
     def __init__(self, cfg: Config):
         self.cfg, self.c = cfg, cfg.clara
         self.stage = int(cfg.experiment.stage.rsplit("stage", 1)[1])
+        self.model_cfg = None  # the built or loaded model's ClaraConfig: its shapes rule the batches
 
     # ---- model -------------------------------------------------------------------------------
 
@@ -69,6 +70,7 @@ class ClaraObjective(ObjectiveDefaults):
             if self.stage == 3:
                 model.init_query_reasoner_from_compressor()
         model.set_trainable(*self._trainable())
+        self.model_cfg = model.cfg
         return model, model.tokenizer, source
 
     def load_model(self, directory: Path):
@@ -76,6 +78,7 @@ class ClaraObjective(ObjectiveDefaults):
 
         model = ClaraModel.from_pretrained(directory)
         model.set_trainable(*self._trainable())
+        self.model_cfg = model.cfg
         return model
 
     # ---- data --------------------------------------------------------------------------------
@@ -99,7 +102,10 @@ class ClaraObjective(ObjectiveDefaults):
         return path, items
 
     def make_collator(self, tokenizer, which: str):
-        return ClaraCollator(tokenizer, self.stage, self.c)
+        if self.model_cfg is None:
+            raise WMTPError("ClaraObjective.make_collator needs the model first (build_model or load_model): "
+                            "the model's doc_max_length and compression_rate shape the batches")
+        return ClaraCollator(tokenizer, self.stage, self.c, self.model_cfg)
 
     # ---- the step ----------------------------------------------------------------------------
 
@@ -150,13 +156,14 @@ class ClaraObjective(ObjectiveDefaults):
 class ClaraCollator:
     """Items of one stage -> tensors: the documents for the compressor (fixed width, left padded),
     the question for the query reasoner (stage 3) and the generator prompt with k x l memory
-    placeholders and the target."""
+    placeholders and the target. Widths and l come from the model's own ClaraConfig: a stage
+    that continues a model (clara.init_from) keeps the compression rate it was trained with."""
 
-    def __init__(self, tokenizer, stage: int, c):
-        from weighted_mtp.clara.tokens import clara_tokens, n_memory_tokens
+    def __init__(self, tokenizer, stage: int, c, model_cfg):
+        from weighted_mtp.clara.tokens import clara_tokens
 
-        self.tokenizer, self.stage, self.c = tokenizer, stage, c
-        self.tokens = clara_tokens(tokenizer, n_memory_tokens(c.doc_max_length, c.compression_rate))
+        self.tokenizer, self.stage, self.c, self.shape = tokenizer, stage, c, model_cfg
+        self.tokens = clara_tokens(tokenizer, model_cfg.n_mem)
 
     def __call__(self, items: list) -> dict[str, Any]:
         from weighted_mtp.clara.tokens import encode_generator, encode_texts
@@ -176,9 +183,9 @@ class ClaraCollator:
                 raise DataError(f"stage-2 batch mixes {sorted({len(x.docs) for x in items})} documents per question")
         batch: dict[str, Any] = {}
         gen = encode_generator(tok, self.tokens, instruction=instruction, questions=questions, n_docs=n_docs,
-                               targets=targets, max_length=c.generator_max_length)
+                               targets=targets, max_length=self.shape.generator_max_length)
         batch.update(gen)
-        enc = encode_texts(tok, docs, c.doc_max_length, self.tokens)
+        enc = encode_texts(tok, docs, self.shape.doc_max_length, self.tokens)
         batch["doc_input_ids"], batch["doc_attention_mask"] = enc["input_ids"], enc["attention_mask"]
         batch["n_rows"], batch["n_docs"] = len(items), len(docs) // len(items)
         if self.stage == 3:
