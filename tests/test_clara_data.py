@@ -288,14 +288,22 @@ def test_bad_sizes_are_config_errors(world):
         build_clara_data(world, valid_docs=500, test_docs=500)
 
 
-def test_base_pretraining_world_shares_the_language_but_no_fact(world):
-    """The embedded base learns the documents' language from another world: none of the facts CLaRa
-    is asked about is in its corpus (else the generator answers from its weights and the memory
-    vectors carry nothing it needs), yet every relation template is."""
+def test_base_pretraining_corpus_has_every_name_but_no_fact(world):
+    """The embedded base learns the documents' language from counterfactual copies of their world:
+    none of the facts CLaRa is asked about is in its corpus (else the generator answers from its
+    weights and the memory vectors carry nothing it needs), yet every name is, as subject and as
+    object (a name the frozen base never saw keeps a random embedding it can neither read nor
+    write), and so is every relation template."""
     from weighted_mtp.clara.base import pretraining_texts
 
-    corpus = " ".join(pretraining_texts(world_seed=0))
+    texts = pretraining_texts(world_seed=0, shuffles=4)
+    corpus = " ".join(texts)
     assert not [f.sentence for f in world.facts if f.sentence in corpus]
+    assert not [f.subject for f in world.facts if f.subject not in corpus]
+    objects = {f.object for f in world.facts}
+    assert len([o for o in objects if o not in corpus]) <= len(objects) // 50  # a rare object may only ever be true
+    assert len(texts) > 3 * len({f.subject for f in world.facts})  # several profiles per subject
+    assert pretraining_texts(world_seed=0, shuffles=4) == texts  # deterministic: the base's cache key relies on it
     sample = {f.relation: f for f in world.facts}
     for fact in sample.values():  # the template around the names, e.g. " was directed by "
         middle = fact.sentence.replace(fact.subject, "\0").replace(fact.object, "\0").split("\0")[1]

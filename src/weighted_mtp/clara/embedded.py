@@ -3,7 +3,8 @@ tiny model. Upstream's stage-1 data is an LLM's QA pairs and paraphrases of Wiki
 checked by a judge; here a document is one entity's profile (all its facts) and every target is
 correct by construction: one question per fact (simple QA), two facts per question (complex QA),
 and the facts reordered under other sentence templates (paraphrase). Stages 2 and 3 ask about one
-fact, among distractor profiles of the same entity type, none of which states the answer.
+fact: stage 2 gives the gold profile and k - 1 distractors, stage 3 hides it among n_candidates;
+a distractor is a profile of the same entity type that does not state the answer.
 
 Documents, not questions, are split into train/valid/test, so nothing about a test entity is
 trained on: no stage-1 record of its profile, no question about it. Distractors come from the
