@@ -74,6 +74,9 @@ def test_unknown_override_key_is_an_error(tmp_path):
     ("mlflow.enabled=3", "mlflow.enabled"),
     ("experiment.stage=basline", "experiment.stage"),
     ("data_sampling.difficulty_weights.hard=1.0", "data_sampling.difficulty_weights.hard"),
+    ("clara.top_k=0", "clara.top_k"),
+    ("clara.train_docs=0", "clara.train_docs"),
+    ("clara.temperature=-0.1", "clara.temperature"),
 ])
 def test_bad_values_name_the_key(tmp_path, override, key):
     f = tmp_path / "ok.yaml"

@@ -266,6 +266,11 @@ def validate(cfg: Config, source: str = "<config>") -> None:
             _check(name in s.difficulty_bins, source, f"data_sampling.curriculum[{i}].weights.{name}",
                    f"names no bin of data_sampling.difficulty_bins ({', '.join(s.difficulty_bins)})")
     _check(cfg.checkpoint.save_total_limit >= 1, source, "checkpoint.save_total_limit", "must be >= 1")
+    c = cfg.clara
+    _check(c.top_k >= 1, source, "clara.top_k", "must be >= 1")
+    _check(c.train_docs >= 1, source, "clara.train_docs", "must be >= 1")
+    _check(c.compression_rate >= 1, source, "clara.compression_rate", "must be >= 1")
+    _check(c.temperature >= 0, source, "clara.temperature", "must be >= 0")
 
 
 def config_to_dict(cfg: Config) -> dict:
