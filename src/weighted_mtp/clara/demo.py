@@ -51,7 +51,7 @@ def recall_before_after(out: Path, configs: Path, overrides: list[str], n_questi
     from weighted_mtp.clara.resources import embedded_clara_dir
 
     cfg = load_config(configs / "clara" / "stage3.yaml", overrides)
-    data = embedded_clara_dir(cfg.clara.world_seed, cfg.clara.train_docs)
+    data = embedded_clara_dir(cfg.clara.world_seed, cfg.clara.train_docs, cfg.clara.top_k)
     models = {"before_stage3": ClaraModel.from_pretrained(out / "stage2" / "final")}
     models["before_stage3"].init_query_reasoner_from_compressor()
     for name in ("stage3", "stage3_frozen_reasoner"):
