@@ -114,6 +114,23 @@ def test_validate_data_cli(tmp_path, capsys, wmtp_cache):
     assert "bad.jsonl:2" in err and "answer" in err
 
 
+def test_world_pdf_renders_the_split_it_is_asked_for(tmp_path, wmtp_cache):
+    from weighted_mtp.clara.data import read_stage
+    from weighted_mtp.clara.demo import render_world_pdf
+    from weighted_mtp.clara.pdf import extract_text
+    from weighted_mtp.clara.resources import embedded_clara_dir
+
+    data = embedded_clara_dir(0)
+    seen = {x.doc for x in read_stage(data / "stage1_train.jsonl", 1)}
+    held_out = {x.doc for x in read_stage(data / "stage1_test.jsonl", 1)}
+    for split, inside, outside in (("train", seen, held_out), ("test", held_out, seen)):
+        text = " ".join(" ".join(extract_text(render_world_pdf(tmp_path / f"{split}.pdf", max_docs=6, split=split))).split())
+        assert sum(doc in text for doc in inside) == 6, split
+        assert not any(doc in text for doc in outside), split
+    with pytest.raises(ValueError, match="split"):
+        render_world_pdf(tmp_path / "x.pdf", split="valid")
+
+
 def test_eval_pdf_end_to_end_and_textless_pdf(stages, tmp_path, capsys):
     from weighted_mtp.clara.demo import render_world_pdf
     from weighted_mtp.clara.pdf import extract_text
@@ -123,8 +140,11 @@ def test_eval_pdf_end_to_end_and_textless_pdf(stages, tmp_path, capsys):
     assert len(extract_text(pdf)) >= 2  # a real multi-page PDF
     report_dir = tmp_path / "report"
     assert main(["clara", "eval-pdf", str(pdf), "--model", str(out / "stage3" / "final"), "--output-dir",
-                 str(report_dir), "--override", "max_questions=12", "--override", "chunk_max_words=20"]) == 0
+                 str(report_dir), "--override", "max_questions=12", "--override", "chunk_max_words=20",
+                 "--compression-model", str(out / "stage1" / "final")]) == 0
     summary = json.loads((report_dir / "summary.json").read_text())
+    assert summary["compression"]["model"] == str(out / "stage1" / "final")
+    assert 0.0 <= summary["compression"]["reconstruction_f1"] <= 1.0 and summary["compression"]["n"] == summary["pdf"]["chunks"]
     assert {"zero_shot", "rag_top1", "oracle_chunk"} <= set(summary["scenarios"])
     assert 0.0 <= summary["scenarios"]["rag_top1"]["recall@1"] <= 1.0
     assert summary["pdf"]["pages"] >= 2 and summary["pdf"]["qa_pairs"] == 12
@@ -146,3 +166,30 @@ def test_eval_pdf_end_to_end_and_textless_pdf(stages, tmp_path, capsys):
     capsys.readouterr()
     assert main(["clara", "eval-pdf", str(blank), "--model", str(out / "stage3" / "final")]) == 2
     assert "no extractable text" in capsys.readouterr().err
+
+
+def test_eval_pdf_default_model_is_trained_once_and_measures_compression_with_its_stage1(stages, tmp_path,
+                                                                                          monkeypatch):
+    import shutil
+
+    import weighted_mtp.clara.demo as demo
+
+    out, _ = stages
+    calls = []
+
+    def fake_train_stages(work, configs, overrides, control=True):  # the tiny stages stand in for the real ones
+        calls.append(work)
+        for name in ("stage1", "stage3"):
+            shutil.copytree(out / name / "final", work / name / "final")
+
+    monkeypatch.setenv("WMTP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(demo, "train_stages", fake_train_stages)
+    pdf = demo.render_world_pdf(tmp_path / "world.pdf", max_docs=8)
+    for run in ("first", "second"):
+        report = tmp_path / run
+        assert main(["clara", "eval-pdf", str(pdf), "--output-dir", str(report), "--override", "max_questions=4"]) == 0
+        summary = json.loads((report / "summary.json").read_text())
+        default = tmp_path / "cache" / "models"
+        assert summary["model"].startswith(str(default)) and "clara-default-" in summary["model"]
+        assert summary["compression"]["model"] == summary["model"] + "/stage1"
+    assert len(calls) == 1  # cached after the first run

@@ -23,8 +23,11 @@ def add_clara_parser(sub, configs_root: Callable[[], Path]) -> None:
 
         extract_text(pdf)  # an unreadable or text-less PDF fails before any model is trained or loaded
         model = Path(args.model) if args.model else ensure_default_model(configs_root(), cfg.world_seed)
+        compression = args.compression_model
+        if compression is None and not args.model and (model / "stage1").is_dir():
+            compression = model / "stage1"  # the embedded default keeps its stage-1 model for this
         out = Path(args.output_dir or pdf.with_suffix("").name + "-clara-eval")
-        summary = eval_pdf(pdf, model, out, cfg)
+        summary = eval_pdf(pdf, model, out, cfg, compression_model_dir=compression)
         for name, m in summary["scenarios"].items():
             print(f"{name:<16} EM {m['em']:.3f}  F1 {m['f1']:.3f}  cover-EM {m['cover_em']:.3f}  "
                   f"keywords {m['keyword_overlap']:.3f}" + (f"  Recall@1 {m['recall@1']:.3f}" if "recall@1" in m else ""))
@@ -49,6 +52,9 @@ def add_clara_parser(sub, configs_root: Callable[[], Path]) -> None:
     e = cs.add_parser("eval-pdf", help="evaluate a CLaRa model on a PDF (default: the embedded model)")
     e.add_argument("pdf", metavar="FILE.pdf")
     e.add_argument("--model", default=None, help="a CLaRa model directory (RUN/final); default: the embedded one")
+    e.add_argument("--compression-model", default=None,
+                   help="the model whose chunk reconstructions measure compression quality (a stage-1 RUN/final: "
+                        "later stages answer and no longer paraphrase); default: --model, or the embedded stage 1")
     e.add_argument("--output-dir", default=None, help="default ./<FILE>-clara-eval")
     e.add_argument("--config", type=Path, default=None, help="default configs/clara/eval_pdf.yaml")
     e.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")

@@ -1,6 +1,8 @@
 """`wmtp clara demo`: CLaRa's three stages on the embedded world through the one training loop,
 the frozen-reasoner control, Recall@1 before and after stage 3 on held-out questions, and the
-PDF evaluation on a PDF rendered from the embedded world's test documents. Writes summary.json.
+PDF evaluation on two PDFs rendered from the embedded world: its held-out (test) documents and
+the documents it trained on, which tells a harness problem from a model that does not generalise.
+Writes summary.json.
 Finished stages are reused, so an interrupted demo continues where it stopped."""
 
 from __future__ import annotations
@@ -66,16 +68,20 @@ def recall_before_after(out: Path, configs: Path, overrides: list[str], n_questi
     return result
 
 
-def render_world_pdf(path: Path, world_seed: int = 0, max_docs: int = 60) -> Path:
-    """A multi-page PDF of the embedded world's held-out (test) CLaRa documents."""
+def render_world_pdf(path: Path, world_seed: int = 0, max_docs: int = 60, split: str = "test",
+                     train_docs: int = 96, top_k: int = 1) -> Path:
+    """A multi-page PDF of the embedded world's CLaRa documents of one split: "test" (held out
+    from every stage) or "train" (the documents stages 1-3 trained on)."""
     from weighted_mtp.clara.data import read_stage
     from weighted_mtp.clara.pdf import render_pdf
     from weighted_mtp.clara.resources import embedded_clara_dir
     from weighted_mtp.rag.passages import read_passages
 
-    data = embedded_clara_dir(world_seed)  # the test split does not depend on train_docs
-    test_texts = {x.doc for x in read_stage(data / "stage1_test.jsonl", 1)}
-    docs = [d for d in read_passages(data / "documents.jsonl") if d.text in test_texts][:max_docs]
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    data = embedded_clara_dir(world_seed, train_docs, top_k)
+    texts = {x.doc for x in read_stage(data / f"stage1_{split}.jsonl", 1)}
+    docs = [d for d in read_passages(data / "documents.jsonl") if d.text in texts][:max_docs]
     return render_pdf([(d.title, d.text) for d in docs], path)
 
 
@@ -86,10 +92,13 @@ def run_demo(output_dir: str | Path, configs: Path, overrides: list[str] = (), p
     overrides = list(overrides)
     stages = train_stages(out, configs, overrides)
     recall = recall_before_after(out, configs, overrides)
-    pdf = render_world_pdf(out / "embedded_world.pdf")
-    pdf_summary = eval_pdf(pdf, out / "stage3" / "final", out / "eval_pdf",
-                           load_eval_pdf_config(configs / "clara" / "eval_pdf.yaml", list(pdf_overrides)))
-    summary = {"stages": stages, "recall": recall, "eval_pdf": pdf_summary}
+    c = load_config(configs / "clara" / "stage3.yaml", overrides).clara
+    pdf_cfg = load_eval_pdf_config(configs / "clara" / "eval_pdf.yaml", list(pdf_overrides))
+    summary = {"stages": stages, "recall": recall}
+    for key, split, name in (("eval_pdf", "test", "embedded_world"), ("eval_pdf_seen", "train", "embedded_world_seen")):
+        pdf = render_world_pdf(out / f"{name}.pdf", c.world_seed, split=split, train_docs=c.train_docs, top_k=c.top_k)
+        summary[key] = eval_pdf(pdf, out / "stage3" / "final", out / key, pdf_cfg,
+                                compression_model_dir=out / "stage1" / "final")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(format_summary(summary))
     print(f"summary written to {out / 'summary.json'}; PDF report {out / 'eval_pdf' / 'report.md'}")
@@ -106,14 +115,20 @@ def format_summary(summary: dict) -> str:
         for name in ("before_stage3", "after_stage3", "after_stage3_frozen_reasoner"):
             if name in r:
                 lines.append(f"    {name:<30} {r[name].get('recall_at_1', float('nan')):.3f}")
-    for name, m in summary["eval_pdf"]["scenarios"].items():
-        lines.append(f"  PDF {name:<20} EM {m['em']:.3f}  F1 {m['f1']:.3f}  cover-EM {m['cover_em']:.3f}"
-                     + (f"  Recall@1 {m['recall@1']:.3f}" if "recall@1" in m else ""))
+    for key, what in (("eval_pdf", "held-out documents"), ("eval_pdf_seen", "training documents")):
+        if key not in summary:
+            continue
+        lines.append(f"  PDF of {what}:")
+        for name, m in summary[key]["scenarios"].items():
+            lines.append(f"    {name:<18} EM {m['em']:.3f}  F1 {m['f1']:.3f}  cover-EM {m['cover_em']:.3f}"
+                         + (f"  Recall@1 {m['recall@1']:.3f}" if "recall@1" in m else ""))
+        lines.append(f"    reconstruction F1 (stage 1) {summary[key]['compression']['reconstruction_f1']:.3f}")
     return "\n".join(lines)
 
 
 def ensure_default_model(configs: Path, world_seed: int = 0) -> Path:
-    """The embedded default CLaRa model (stage 3 on the embedded world), trained once and cached."""
+    """The embedded default CLaRa model (stage 3 on the embedded world), trained once and cached,
+    with its stage-1 model under `stage1/` (the one that still paraphrases: compression quality)."""
     import hashlib
 
     from weighted_mtp.files import building_dir
@@ -128,4 +143,5 @@ def ensure_default_model(configs: Path, world_seed: int = 0) -> Path:
     train_stages(work, configs, [f"clara.world_seed={world_seed}", "mlflow.enabled=false"], control=False)
     with building_dir(out) as tmp:
         shutil.copytree(work / "stage3" / "final", tmp, dirs_exist_ok=True)
+        shutil.copytree(work / "stage1" / "final", tmp / "stage1")
     return out

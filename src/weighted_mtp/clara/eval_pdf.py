@@ -3,7 +3,9 @@ into sentence-aligned chunks; QA pairs come from a JSONL file or are written by 
 StepER teacher interface; for the embedded world, one built on its facts). Scenarios:
 zero-shot (no document), RAG (the query reasoner picks top-k of the PDF's compressed chunks),
 oracle (the gold chunk, compressed) and compression quality (the chunk regenerated from its
-memory vectors alone). Writes qa_pairs.jsonl, predictions.jsonl, summary.json and report.md."""
+memory vectors alone). Compression quality is a stage-1 skill: a stage-2/3 generator is tuned to
+answer and no longer paraphrases, so it may be measured with another model (the stage-1 one,
+as upstream's `stage1_paraphrase` evaluation does). Writes qa_pairs.jsonl, predictions.jsonl, summary.json and report.md."""
 
 from __future__ import annotations
 
@@ -73,7 +75,8 @@ def _qa_generator(cfg: EvalPdfConfig):
     return TeacherQAGenerator(teacher, n_per_chunk=qa.n_per_chunk)
 
 
-def eval_pdf(pdf: str | Path, model_dir: str | Path, output_dir: str | Path, cfg: EvalPdfConfig) -> dict:
+def eval_pdf(pdf: str | Path, model_dir: str | Path, output_dir: str | Path, cfg: EvalPdfConfig,
+             compression_model_dir: str | Path | None = None) -> dict:
     from weighted_mtp.clara.evaluate import answer, compress_texts, rank_documents
     from weighted_mtp.clara.model import ClaraModel
     from weighted_mtp.clara.pdf import chunk_text, extract_text
@@ -114,11 +117,15 @@ def eval_pdf(pdf: str | Path, model_dir: str | Path, output_dir: str | Path, cfg
         for i, text in zip(with_gold, oracle):
             predictions["oracle"][i] = text
         scenarios["oracle_chunk"] = scenario_metrics(oracle, [pairs[i] for i in with_gold])
-    reconstructions = answer(model, [None] * len(chunks), memory.unsqueeze(1), instruction="paraphrase",
+    compression_model_dir = compression_model_dir or model_dir
+    recon = model if compression_model_dir == model_dir else ClaraModel.from_pretrained(compression_model_dir).eval()
+    recon_memory = memory if recon is model else compress_texts(recon, [c.text for c in chunks], batch_size=cfg.batch_size)
+    reconstructions = answer(recon, [None] * len(chunks), recon_memory.unsqueeze(1), instruction="paraphrase",
                              max_new_tokens=2 * cfg.chunk_max_words, batch_size=cfg.batch_size)
-    raw = model.tokenizer([c.text for c in chunks], add_special_tokens=False)["input_ids"]
-    raw_tokens = sum(min(len(ids), model.cfg.doc_max_length) for ids in raw) / len(raw)  # what the compressor reads
-    compression = compression_metrics(reconstructions, chunks, raw_tokens=raw_tokens, memory_tokens=model.cfg.n_mem)
+    raw = recon.tokenizer([c.text for c in chunks], add_special_tokens=False)["input_ids"]
+    raw_tokens = sum(min(len(ids), recon.cfg.doc_max_length) for ids in raw) / len(raw)  # what the compressor reads
+    compression = {**compression_metrics(reconstructions, chunks, raw_tokens=raw_tokens, memory_tokens=recon.cfg.n_mem),
+                   "model": str(compression_model_dir)}
     with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
         for i, p in enumerate(pairs):
             f.write(json.dumps({**asdict(p), **{f"pred_{s}": v[i] for s, v in predictions.items()},

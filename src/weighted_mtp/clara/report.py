@@ -87,7 +87,7 @@ METRIC_ORDER = ("em", "f1", "cover_em", "keyword_overlap", "recall@1")
 METRIC_NAMES = {"em": "EM", "f1": "F1", "cover_em": "Cover-EM", "keyword_overlap": "Keyword overlap",
                 "recall@1": "Recall@1", "n": "n", "reconstruction_f1": "Reconstruction token F1",
                 "raw_tokens": "Raw tokens per chunk", "memory_tokens": "Memory tokens per chunk",
-                "compression_ratio": "Compression ratio"}
+                "compression_ratio": "Compression ratio", "model": "Measured with"}
 _COUNTS = {"n", "raw_tokens", "memory_tokens"}
 
 
