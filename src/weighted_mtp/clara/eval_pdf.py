@@ -5,7 +5,8 @@ zero-shot (no document), RAG (the query reasoner picks top-k of the PDF's compre
 oracle (the gold chunk, compressed) and compression quality (the chunk regenerated from its
 memory vectors alone). Compression quality is a stage-1 skill: a stage-2/3 generator is tuned to
 answer and no longer paraphrases, so it may be measured with another model (the stage-1 one,
-as upstream's `stage1_paraphrase` evaluation does). Writes qa_pairs.jsonl, predictions.jsonl, summary.json and report.md."""
+as upstream's `stage1_paraphrase` evaluation does). Writes qa_pairs.jsonl, predictions.jsonl,
+summary.json and report.md."""
 
 from __future__ import annotations
 
@@ -117,9 +118,11 @@ def eval_pdf(pdf: str | Path, model_dir: str | Path, output_dir: str | Path, cfg
         for i, text in zip(with_gold, oracle):
             predictions["oracle"][i] = text
         scenarios["oracle_chunk"] = scenario_metrics(oracle, [pairs[i] for i in with_gold])
-    compression_model_dir = compression_model_dir or model_dir
-    recon = model if compression_model_dir == model_dir else ClaraModel.from_pretrained(compression_model_dir).eval()
-    recon_memory = memory if recon is model else compress_texts(recon, [c.text for c in chunks], batch_size=cfg.batch_size)
+    compression_model_dir = Path(compression_model_dir or model_dir)
+    recon, recon_memory = model, memory
+    if compression_model_dir != Path(model_dir):
+        recon = ClaraModel.from_pretrained(compression_model_dir).eval()
+        recon_memory = compress_texts(recon, [c.text for c in chunks], batch_size=cfg.batch_size)
     reconstructions = answer(recon, [None] * len(chunks), recon_memory.unsqueeze(1), instruction="paraphrase",
                              max_new_tokens=2 * cfg.chunk_max_words, batch_size=cfg.batch_size)
     raw = recon.tokenizer([c.text for c in chunks], add_special_tokens=False)["input_ids"]
