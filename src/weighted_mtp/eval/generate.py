@@ -2,21 +2,32 @@
 
 Prompts are encoded the way training encodes them (text tokenized with
 ``add_special_tokens=False`` after ``special_prefix(tokenizer)``), left-padded by hand (the
-tokenizer's own padding side is never touched) and decoded with HF ``generate`` and its KV
-cache. A row stops at EOS (the tokenizer's and any in the model's generation config), at a stop
-sequence (checked on the decoded tail of each row's new tokens, so rows stop early; the stop
-sequence and everything after it is cut from the returned text) or when it reaches the model's
-context (such a row is generated on its own, so no row of a batch ever runs past the context).
-Only the new text is returned; prompts keep their order (no length sorting).
+tokenizer's own padding side is never touched) and decoded with the model's KV cache by a loop
+of our own rather than HF ``generate``, for throughput:
 
-Sampling is reproducible: batch ``b`` runs under a seed derived from ``(cfg.seed, b)`` inside a
-forked RNG, so a batch's samples do not depend on which batches ran before it and the caller's
-global RNG is left alone. (Samples do depend on the batch's composition: rows of one batch
-share the RNG stream.)
+* Prompts are batched by length (sorted, so a batch carries little padding); answers come back
+  in the caller's order.
+* A row leaves the batch the step it finishes (EOS, a stop sequence, its token limit): its
+  cache rows are dropped and no further forward pass is spent on it. HF ``generate`` keeps
+  feeding finished rows padding until the slowest row of the batch is done, which on code
+  benchmarks (one runaway row per batch) wastes most of the compute.
+* The prompt forward computes logits for the last position only.
+
+A row stops at EOS (the tokenizer's and any in the model's generation config), at a stop
+sequence (checked on the decoded tail of the row's new tokens; the stop sequence and
+everything after it is cut from the returned text) or at ``max_new_tokens``, or earlier where
+the model's context ends. Only the new text is returned.
+
+Sampling (temperature, top-p as in HF's ``TopPLogitsWarper``) is reproducible and independent
+of batching: prompt ``i`` of a call samples from its own generator seeded by ``(cfg.seed, i)``,
+so its completion does not depend on the batch size, on the other prompts, or on the caller's
+global RNG (which is left alone). Greedy rows are the argmax of each step's logits.
 """
 
 from __future__ import annotations
 
+import inspect
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -52,6 +63,20 @@ class GenerationConfig:
         if any(not s for s in self.stop):
             raise WMTPError("stop sequences must be non-empty strings")
         self.stop = tuple(self.stop)
+
+
+@dataclass
+class Generation:
+    """What one `generate_completions` call produced, with the numbers a throughput claim needs."""
+
+    texts: list[str]         # new text per prompt, stop sequence cut, in the caller's order
+    new_tokens: list[int]    # tokens the model produced per prompt (the EOS or stop token included)
+    seconds: float           # wall time of the whole call (encoding, every forward, decoding)
+    forward_passes: int      # model calls (one prompt pass per batch, then one per step)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return sum(self.new_tokens) / max(self.seconds, 1e-9)
 
 
 def causal_lm(model: nn.Module) -> nn.Module:
@@ -94,51 +119,30 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
     return [prefix + list(p) for p in ids]
 
 
-def batch_seed(seed: int, batch_index: int, row: int = 0) -> int:
-    """The seed of one generate call: batch ``batch_index``, or (row > 0) a row run alone."""
-    return (seed * 1_000_003 + batch_index * 7919 + row * 104_729 + 17) % (2**63 - 1)
+def row_seed(seed: int, index: int) -> int:
+    """The sampling seed of prompt ``index`` of a call made with ``seed``."""
+    return (seed * 1_000_003 + index * 7919 + 17) % (2**63 - 1)
 
 
-class _StopCriteria:
-    """Per-row stopping for HF generate: a stop sequence in the decoded tail of the row's new
-    tokens, or the row reaching its token limit. Records, per row,
-    how many new tokens it had when it stopped, so the padding after it can be dropped."""
-
-    def __init__(self, tokenizer: Any, stops: Sequence[str], start: int, row_limits: list[int]):
-        self.tokenizer = tokenizer
-        self.stops = tuple(stops)
-        self.start = start
-        self.row_limits = row_limits
-        # Each token decodes to at least one byte, so a stop sequence that just appeared lies in
-        # the last len(bytes) tokens; a few more absorb tokens cut mid-character.
-        self.window = max((len(s.encode("utf-8")) for s in self.stops), default=0) + 4
-        self.stopped_at: list[int | None] = [None] * len(row_limits)
-
-    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.BoolTensor:
-        new = input_ids[:, self.start:]
-        n = new.shape[1]
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        tails = None
-        if self.stops and n > 0:
-            rows = new[:, max(0, n - self.window):].tolist()
-            tails = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
-        for i in range(input_ids.shape[0]):
-            hit = n >= self.row_limits[i] or (tails is not None and any(s in tails[i] for s in self.stops))
-            if hit:
-                done[i] = True
-                if self.stopped_at[i] is None:
-                    self.stopped_at[i] = n
-        return done
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus filtering exactly as HF's ``TopPLogitsWarper`` (min_tokens_to_keep=1): the
+    smallest-probability tokens whose cumulative probability stays <= 1 - top_p get -inf."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, sorted_idx = torch.sort(logits, descending=False, dim=-1)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove = cumulative <= (1 - top_p)
+    remove[..., -1:] = False
+    remove = remove.scatter(-1, sorted_idx, remove)
+    return logits.masked_fill(remove, float("-inf"))
 
 
-def _stopping_list(criteria: _StopCriteria):
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    class _Adapter(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            return criteria(input_ids, scores, **kwargs)
-
-    return StoppingCriteriaList([_Adapter()])
+def next_tokens(logits: torch.Tensor, cfg: GenerationConfig, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """[rows, vocab] logits -> [rows] tokens: argmax, or one draw per row from its own generator."""
+    if cfg.temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = top_p_filter(logits.float() / cfg.temperature, cfg.top_p).softmax(dim=-1)
+    return torch.cat([torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(generators)])
 
 
 def decode_new(tokenizer: Any, prompt_ids: list[int], new_ids: list[int]) -> str:
@@ -156,8 +160,36 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[:cut]
 
 
-def generate(model: nn.Module, tokenizer: Any, prompts: list[str], cfg: GenerationConfig | None = None) -> list[str]:
-    """Completions of ``prompts`` (new text only, stop sequences cut), in order."""
+class _Forward:
+    """One cached forward of an HF causal LM, whatever its keyword names (``cache`` in newer
+    transformers, ``past_key_values`` before) and whether it can skip the logits of all but
+    the last position (``logits_to_keep``)."""
+
+    def __init__(self, lm: nn.Module):
+        from transformers import DynamicCache
+
+        self.lm = lm
+        params = inspect.signature(lm.forward).parameters
+        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.positions = "position_ids" in params
+        self.last_only = "logits_to_keep" in params
+        self.new_cache = lambda: DynamicCache(config=lm.config)
+        self.calls = 0
+
+    def __call__(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, self.cache_kw: cache, "use_cache": True}
+        if self.positions:
+            kwargs["position_ids"] = position_ids
+        if self.last_only:
+            kwargs["logits_to_keep"] = 1
+        self.calls += 1
+        return self.lm(**kwargs).logits[:, -1, :]
+
+
+def generate_completions(model: nn.Module, tokenizer: Any, prompts: Sequence[str],
+                         cfg: GenerationConfig | None = None) -> Generation:
+    """Completions of ``prompts`` with token counts and wall time (see the module docstring)."""
+    start = time.perf_counter()
     cfg = cfg or GenerationConfig()
     lm = causal_lm(model)
     encoded = encode_prompts(tokenizer, prompts)
@@ -170,76 +202,87 @@ def generate(model: nn.Module, tokenizer: Any, prompts: list[str], cfg: Generati
                 f"prompt {i} is {len(ids)} tokens long (special prefix included) but the model's context is "
                 f"{ctx} tokens, which leaves no room to generate; shorten the prompt"
             )
-    eos = eos_token_ids(lm, tokenizer)
-    pad = pad_token_id(tokenizer)
-    device = next(lm.parameters()).device
+    limits = [cfg.max_new_tokens if ctx is None else min(cfg.max_new_tokens, ctx - len(r)) for r in encoded]
+    decoder = _BatchDecoder(lm, tokenizer, cfg)
+    new: list[list[int]] = [[] for _ in encoded]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # stable: ties keep their order
     was_training = lm.training
     lm.eval()
-    outputs: list[str] = []
     try:
-        for b, first in enumerate(range(0, len(encoded), cfg.batch_size)):
-            rows = encoded[first:first + cfg.batch_size]
-            limits = [cfg.max_new_tokens if ctx is None else min(cfg.max_new_tokens, ctx - len(r)) for r in rows]
-            # A row whose context ends before max_new_tokens runs alone: in a batch, a finished
-            # row keeps being fed (padding) until every row is done, and its positions would run
-            # past the context (an index error for learned position embeddings).
-            full = [i for i, n in enumerate(limits) if n == cfg.max_new_tokens]
-            groups = ([full] if full else []) + [[i] for i, n in enumerate(limits) if n < cfg.max_new_tokens]
-            texts: dict[int, str] = {}
-            for g, group in enumerate(groups):
-                seed = batch_seed(cfg.seed, b) if g == 0 and full else batch_seed(cfg.seed, b, group[0] + 1)
-                new = _generate_rows(lm, tokenizer, [rows[i] for i in group], limits[group[0]], cfg, seed,
-                                     eos, pad, device)
-                texts.update(zip(group, new))
-            outputs.extend(texts[i] for i in range(len(rows)))
+        with torch.inference_mode():
+            for first in range(0, len(order), cfg.batch_size):
+                batch = order[first:first + cfg.batch_size]
+                for i, ids in zip(batch, decoder.run([encoded[i] for i in batch], [limits[i] for i in batch], batch)):
+                    new[i] = ids
     finally:
         lm.train(was_training)
-    return outputs
-
-
-def _generate_rows(lm: nn.Module, tokenizer: Any, rows: list[list[int]], max_new_tokens: int,
-                   cfg: GenerationConfig, seed: int, eos: list[int], pad: int, device: torch.device) -> list[str]:
-    from transformers import GenerationConfig as HFGenerationConfig
-
-    sample = cfg.temperature > 0
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):  # left padding: every row's last prompt token is at width-1
-        input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-        attention_mask[i, width - len(r):] = 1
-    criteria = _StopCriteria(tokenizer, cfg.stop, width, [max_new_tokens] * len(rows))
-    # Every knob set explicitly: fields left None would be filled from the checkpoint's
-    # generation_config.json (top_k=50, repetition penalties, sampling defaults).
-    gen_cfg = HFGenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=sample,
-        temperature=cfg.temperature if sample else 1.0,
-        top_p=cfg.top_p if sample else 1.0,
-        top_k=0 if sample else 50,  # 0 disables top-k; 50 (the default) keeps greedy free of warnings
-        num_beams=1,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        min_length=0,
-        eos_token_id=eos,
-        pad_token_id=pad,
-        use_cache=True,
-    )
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
-        torch.manual_seed(seed)
-        out = lm.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            generation_config=gen_cfg,
-            stopping_criteria=_stopping_list(criteria),
-        )
-    out = out[:, width:].tolist()
     texts = []
-    for i, r in enumerate(rows):
-        new = out[i]
-        if criteria.stopped_at[i] is not None:
-            new = new[: criteria.stopped_at[i]]
-        end = next((j for j, t in enumerate(new) if t in eos), len(new))
-        texts.append(cut_at_stop(decode_new(tokenizer, r, new[:end]), cfg.stop))
-    return texts
+    for prompt_ids, ids in zip(encoded, new):
+        end = next((j for j, t in enumerate(ids) if t in decoder.eos), len(ids))
+        texts.append(cut_at_stop(decode_new(tokenizer, prompt_ids, ids[:end]), cfg.stop))
+    return Generation(texts=texts, new_tokens=[len(ids) for ids in new], seconds=time.perf_counter() - start,
+                      forward_passes=decoder.forward.calls)
+
+
+def generate(model: nn.Module, tokenizer: Any, prompts: list[str], cfg: GenerationConfig | None = None) -> list[str]:
+    """Completions of ``prompts`` (new text only, stop sequences cut), in order."""
+    return generate_completions(model, tokenizer, prompts, cfg).texts
+
+
+class _BatchDecoder:
+    """Decodes one batch of encoded prompts, dropping each row from the batch when it finishes."""
+
+    def __init__(self, lm: nn.Module, tokenizer: Any, cfg: GenerationConfig):
+        self.lm, self.tokenizer, self.cfg = lm, tokenizer, cfg
+        self.forward = _Forward(lm)
+        self.eos = set(eos_token_ids(lm, tokenizer))
+        self.pad = pad_token_id(tokenizer)
+        self.device = next(lm.parameters()).device
+        # Each token decodes to at least one byte, so a stop sequence that just appeared lies in
+        # the last len(bytes) tokens; a few more absorb tokens cut mid-character.
+        self.window = max((len(s.encode("utf-8")) for s in cfg.stop), default=0) + 4
+
+    def _stopped(self, ids: list[int], limit: int) -> bool:
+        if ids[-1] in self.eos or len(ids) >= limit:
+            return True
+        if not self.cfg.stop:
+            return False
+        tail = self.tokenizer.decode(ids[-self.window:], skip_special_tokens=True)
+        return any(s in tail for s in self.cfg.stop)
+
+    def run(self, rows: list[list[int]], limits: list[int], indices: list[int]) -> list[list[int]]:
+        """New token ids per row (the stopping token included); ``indices`` seed the sampling."""
+        device, n = self.device, len(rows)
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((n, width), self.pad, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, r in enumerate(rows):  # left padding: every row's last prompt token is at width-1
+            input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as HF generate numbers them
+        generators = []
+        if self.cfg.temperature > 0:
+            generators = [torch.Generator(device=device).manual_seed(row_seed(self.cfg.seed, i)) for i in indices]
+        cache = self.forward.new_cache()
+        logits = self.forward(input_ids, mask, positions, cache)
+        last = positions[:, -1]
+        active = list(range(n))  # batch row j holds rows[active[j]]
+        new: list[list[int]] = [[] for _ in rows]
+        while True:
+            tokens = next_tokens(logits, self.cfg, [generators[i] for i in active] if generators else ())
+            keep = []
+            for j, (i, t) in enumerate(zip(active, tokens.tolist())):
+                new[i].append(t)
+                if not self._stopped(new[i], limits[i]):
+                    keep.append(j)
+            if not keep:
+                return new
+            if len(keep) < len(active):  # finished rows leave the batch and its cache
+                sel = torch.tensor(keep, device=device)
+                cache.batch_select_indices(sel)
+                tokens, mask, last = tokens[sel], mask[sel], last[sel]
+                active = [active[j] for j in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            last = last + 1
+            logits = self.forward(tokens[:, None], mask, last[:, None], cache)
