@@ -326,10 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     from weighted_mtp.clara.cli import add_clara_parser
     from weighted_mtp.rag.index import add_rag_parser
     from weighted_mtp.steper.cli import add_steper_parser
+    from weighted_mtp.study.cli import add_study_parser
 
     add_rag_parser(sub)
     add_steper_parser(sub, _configs_root)
     add_clara_parser(sub, _configs_root)
+    add_study_parser(sub, _configs_root)
     return p
 
 
