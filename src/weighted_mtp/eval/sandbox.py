@@ -53,17 +53,13 @@ same version if there is one (without the venv's packages), else the uid is not 
 
 from __future__ import annotations
 
-import ast
 import math
 import os
 import secrets
 import selectors
 import shutil
 import signal
-import stat
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -71,26 +67,24 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 from weighted_mtp.errors import ConfigError
-from weighted_mtp.eval.sandbox_uid import SandboxError, UidSlot, kill_uid
-from weighted_mtp.eval.sandbox_child import BLOCK_SOCKETS as _BLOCK_SOCKETS
-from weighted_mtp.eval.sandbox_child import BOOT_HEAD as _BOOT_HEAD
-from weighted_mtp.eval.sandbox_child import BOOT_RUN as _BOOT_RUN
-from weighted_mtp.eval.sandbox_child import GUARD as _GUARD
-from weighted_mtp.eval.sandbox_child import SUPERVISOR as _SUPERVISOR
+from weighted_mtp.eval.sandbox_uid import SandboxError
+from weighted_mtp.eval.sandbox_worker import POOL, SandboxMode, Worker
+
+__all__ = ["ExecutionResult", "SandboxError", "SandboxLimits", "SandboxMode", "Status", "run_program",
+           "run_programs", "sandbox_mode", "shutdown_workers"]
 
 Status = Literal["passed", "failed", "timeout", "error"]
 
 _TAIL = 2048               # bytes of stdout/stderr kept in results
 _KEEP = 64 * 1024          # bytes of stdout kept while running (the nonce must be in it)
-_GRACE_S = 0.5             # after the supervisor reports, how long leftover holders of the pipes may keep them
-_HIDE = ("/tmp", "/var/tmp", "/dev/shm")
-_HIDE_TMPFS = "size=16m,nr_inodes=2048,mode=1777"
+_GRACE_S = 0.5             # after the worker reports, how long the output pipes may take to close
+_BACKSTOP_S = 2.0          # past the wall-clock limit, how long the worker has to report before it is killed
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
     cpu_s: float = 5.0          # CPU seconds of the program's main process (each child has its own)
-    wall_s: float = 10.0        # wall-clock deadline for the whole run, Python start-up included
+    wall_s: float = 10.0        # wall-clock deadline for the whole run (a worker's start-up included)
     memory_mb: int = 1024       # address space per process
     file_size_mb: int = 16      # largest file a process may write
     max_processes: int = 32     # processes + threads of the program
@@ -115,122 +109,13 @@ class ExecutionResult:
         return self.status == "passed"
 
 
-@dataclass(frozen=True)
-class SandboxMode:
-    """Which protections this machine allows (see the module docstring)."""
-
-    namespaces: tuple[str, ...]   # subset of user, net, pid, mount
-    drop_uid: bool                # root: the program runs as a dedicated unprivileged uid
-    guard: bool                   # the Python-level guard preamble
-    block_sockets: bool           # no network namespace: sockets refused in Python
-    python: str = sys.executable  # the programs' interpreter
-
-    def describe(self) -> str:
-        parts = [f"{ns} namespace" for ns in self.namespaces if ns != "user"]
-        if "user" in self.namespaces:
-            parts.append("inside a user namespace")
-        if self.drop_uid:
-            parts.append("unprivileged uid")
-        if self.guard:
-            parts.append("guard preamble")
-        if self.block_sockets:
-            parts.append("sockets disabled in Python")
-        if self.python != sys.executable:
-            parts.append(f"programs run by {self.python}")
-        return ", ".join(parts) + ", rlimits"
-
-
-# --- code run in the child processes: see sandbox_child.py ---------------------------------------
-
-def _boot_code(mode: SandboxMode) -> str:
-    return _BOOT_HEAD + (_GUARD if mode.guard else "") + (_BLOCK_SOCKETS if mode.block_sockets else "") + _BOOT_RUN
-
-
 # --- evaluator side ---------------------------------------------------------------------------------
 
 
-def _is_under(path: str, parent: str) -> bool:
-    return path == parent or path.startswith(parent.rstrip("/") + "/")
-
-
-def _blocking_ancestor(path: str) -> str | None:
-    """The topmost proper ancestor of `path` that others may not traverse (no o+x), if any."""
-    parts = path.strip("/").split("/")
-    for i in range(1, len(parts)):
-        d = "/" + "/".join(parts[:i])
-        try:
-            if not os.stat(d).st_mode & stat.S_IXOTH:
-                return d
-        except OSError:
-            return None
-    return None
-
-
-def _mount_plan(extra: Sequence[str]) -> tuple[list[list[str]], list[str]]:
-    """(covers, reveal): tmpfs mounts over /tmp-like directories and over directories that block the
-    way to the Python installation or the run directory; the needed paths are bound back inside."""
-    needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                                            os.path.dirname(os.path.realpath(sys.executable)),
-                                            os.path.dirname(os.path.abspath(sys.executable)), *extra)}
-    needed = {p for p in needed if not any(q != p and _is_under(p, q) for q in needed)}
-    covers: dict[str, str] = {}
-    for d in _HIDE:
-        if os.path.isdir(d) and not os.path.islink(d) and d not in needed:
-            covers[d] = _HIDE_TMPFS
-    for p in needed:
-        block = _blocking_ancestor(p)
-        if block is not None:
-            covers.setdefault(block, "size=1m,nr_inodes=1024,mode=0755")
-    tops = sorted(c for c in covers if not any(o != c and _is_under(c, o) for o in covers))
-    reveal = sorted(p for p in needed if any(_is_under(p, c) and p != c for c in tops))
-    return [[c, covers[c]] for c in tops], reveal
-
-
-def _unshare_prefix(namespaces: tuple[str, ...]) -> list[str]:
-    if not namespaces:
-        return []
-    exe = shutil.which("unshare")
-    if exe is None:
-        raise SandboxError("unshare not found")
-    cmd = [exe]
-    if "user" in namespaces:
-        cmd += ["--user", "--map-root-user"]
-    if "net" in namespaces:
-        cmd.append("--net")
-    if "mount" in namespaces:
-        cmd.append("--mount")
-    if "pid" in namespaces:
-        cmd += ["--pid", "--fork", "--kill-child"]
-        if "mount" in namespaces and "user" not in namespaces:
-            # /proc of the new PID namespace: other processes' command lines stay out of sight. (Not in a
-            # user namespace: there the supervisor counts the user's tasks in the host's /proc.)
-            cmd.append("--mount-proc")
-    return cmd
-
-
-def _program_env(work: str) -> dict[str, str]:
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8",
-            "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _remove_tree(path: str) -> None:
-    """rmtree that first gives back permissions the program may have taken away."""
-    def fix(func, p, exc):
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, 0o700)
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                os.unlink(p)
-        except OSError:
-            pass
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=fix)
-    else:
-        shutil.rmtree(path, onerror=fix)
-    if os.path.exists(path):
-        shutil.rmtree(path, ignore_errors=True)
+def _program_env() -> dict[str, str]:
+    """The program's whole environment (the worker adds HOME and TMPDIR: its working directory)."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _tail(buf: bytes | bytearray) -> str:
@@ -239,18 +124,22 @@ def _tail(buf: bytes | bytearray) -> str:
 
 def _classify(report: dict | None, deadline_hit: bool, saw_nonce: bool, limits: SandboxLimits
               ) -> tuple[Status, int | None, str]:
-    """(status, returncode, note for stderr)."""
+    """(status, returncode, note for stderr) from the worker's report (None: it never came)."""
     if report is None:
         if deadline_hit:
             return "timeout", None, ""
-        return "error", None, "sandbox: the supervisor ended without a report"
+        return "error", None, "sandbox: the worker ended without a report"
     if report.get("sandbox_error"):
         return "error", None, f"sandbox: {report['sandbox_error']}"
     if report.get("setup_error"):
         return "error", None, f"sandbox: cannot start the program: {report['setup_error']}"
+    if report.get("cancelled"):
+        return "error", None, "sandbox: cancelled"
+    if report.get("timeout"):
+        return "timeout", None, ""
     rc, cpu = report.get("rc"), report.get("cpu")
     if not isinstance(rc, int) or not isinstance(cpu, (int, float)):
-        return "error", None, "sandbox: malformed report from the supervisor"
+        return "error", None, "sandbox: malformed report from the worker"
     if rc == 0:
         return ("passed", 0, "") if saw_nonce else ("failed", 0, "exited before the end of the program")
     if rc > 0:
@@ -265,111 +154,91 @@ def _classify(report: dict | None, deadline_hit: bool, saw_nonce: bool, limits: 
     return "error", rc, f"killed by signal {name}"
 
 
+def _collect(worker: Worker, out_r: int, err_r: int, out: bytearray, err: bytearray, hard_deadline: float,
+             stop: threading.Event | None) -> tuple[dict | None, bool]:
+    """Read the program's output and the worker's report. Returns (report or None, clean): clean when
+    the report came and both output pipes closed, i.e. the worker may serve the next program."""
+    streams = {out_r: out, err_r: err}
+    sel = selectors.DefaultSelector()
+    for fd in (out_r, err_r, worker.fileno()):
+        sel.register(fd, selectors.EVENT_READ)
+    report, cancelled, deadline = None, False, hard_deadline
+    try:
+        while sel.get_map():
+            if stop is not None and stop.is_set() and not cancelled:
+                worker.cancel()
+                cancelled = True
+                deadline = min(deadline, time.monotonic() + _BACKSTOP_S)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for key, _ in sel.select(min(left, 0.2)):
+                if key.fd == worker.fileno():
+                    msgs, eof = worker.receive()
+                    if msgs:
+                        report = msgs[0] if isinstance(msgs[0], dict) else None
+                    if msgs or eof:   # the program and all its processes are gone: the pipes close now
+                        sel.unregister(key.fd)
+                        deadline = min(deadline, time.monotonic() + _GRACE_S)
+                    continue
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(key.fd)
+                    continue
+                buf = streams[key.fd]
+                buf += chunk
+                if len(buf) > _KEEP:
+                    del buf[:-_KEEP]
+        return report, report is not None and not sel.get_map()
+    finally:
+        sel.close()
+
+
 def _run(source: str, limits: SandboxLimits, stdin: str, mode: SandboxMode,
          stop: threading.Event | None = None) -> ExecutionResult:
     start = time.monotonic()
-    deadline = start + limits.wall_s
     nonce = f"__wmtp_sandbox_ok_{secrets.token_hex(16)}__".encode()
     program = f"{source}\n\n__import__('os').write(1, b'\\n{nonce.decode()}\\n')\n"
-    run_dir = proc = slot = stdin_file = None
-    status_r = -1
-    out, err, status = bytearray(), bytearray(), bytearray()
-    deadline_hit = False
+    worker, clean = None, False
+    out, err = bytearray(), bytearray()
+    pipes: list[int] = []
     try:
-        run_dir = tempfile.mkdtemp(prefix="wmtp_sandbox_")
-        work = os.path.join(run_dir, "work")
-        os.mkdir(work, 0o700)
-        with open(os.path.join(run_dir, "program.py"), "w", encoding="utf-8") as f:
-            f.write(program)
-        os.chmod(os.path.join(run_dir, "program.py"), 0o644)
-        uid = None
-        if mode.drop_uid:
-            slot = UidSlot.acquire()
-            uid = slot.uid
-            os.chown(work, uid, uid)
-            os.chmod(run_dir, 0o711)
-        if stdin:
-            path = os.path.join(run_dir, "stdin.txt")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(stdin)
-            stdin_file = open(path, "rb")
-        covers, reveal = _mount_plan([run_dir]) if "mount" in mode.namespaces else ([], [])
-        status_r, status_w = os.pipe()
-        cfg = {
-            "status_fd": status_w, "covers": covers, "reveal": reveal, "work": work, "uid": uid,
-            "nproc_relative": os.geteuid() != 0, "python": mode.python, "boot": _boot_code(mode),
-            "program": "../program.py", "env": _program_env(work),
+        worker = POOL.checkout(mode, limits.file_size_mb)
+        out_r, out_w = os.pipe()
+        pipes += [out_r, out_w]
+        err_r, err_w = os.pipe()
+        pipes += [err_r, err_w]
+        request = {
+            "source": program, "stdin": stdin, "env": _program_env(),
+            "wall_s": max(0.0, start + limits.wall_s - time.monotonic()),
             "limits": {"cpu": max(1, math.ceil(limits.cpu_s)), "as": int(limits.memory_mb) * 2**20,
                        "fsize": int(limits.file_size_mb) * 2**20, "nproc": int(limits.max_processes)},
         }
-        cmd = _unshare_prefix(mode.namespaces) + [sys.executable, "-I", "-S", "-c", _SUPERVISOR, repr(cfg)]
-        try:
-            proc = subprocess.Popen(cmd, stdin=stdin_file or subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, pass_fds=(status_w,), start_new_session=True,
-                                    cwd=run_dir, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                                      "LANG": "C.UTF-8"})
-        finally:
-            os.close(status_w)
-        streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err, status_r: status}
-        sel = selectors.DefaultSelector()
-        for fd in streams:
-            sel.register(fd, selectors.EVENT_READ)
-        try:
-            while sel.get_map():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    deadline_hit = status_r in [k.fd for k in sel.get_map().values()]
-                    break
-                if stop is not None and stop.is_set():
-                    break
-                for key, _ in sel.select(min(left, 0.2)):
-                    chunk = os.read(key.fd, 65536)
-                    buf = streams[key.fd]
-                    if not chunk:
-                        sel.unregister(key.fd)
-                        if key.fd == status_r:   # the supervisor is done: leftovers get a short grace
-                            deadline = min(deadline, time.monotonic() + _GRACE_S)
-                        continue
-                    buf += chunk
-                    if len(buf) > _KEEP:
-                        del buf[:-_KEEP]
-        finally:
-            sel.close()
-        try:
-            report = ast.literal_eval(status.decode("utf-8", "replace")) if status else None
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            report = None
-        if not isinstance(report, dict):
-            report = None
+        worker.submit(request, [out_w, err_w])
+        for fd in (out_w, err_w):
+            os.close(fd)
+            pipes.remove(fd)
+        report, clean = _collect(worker, out_r, err_r, out, err, start + limits.wall_s + _BACKSTOP_S, stop)
+        deadline_hit = report is None and time.monotonic() >= start + limits.wall_s
         saw_nonce = nonce in out
         state, rc, note = _classify(report, deadline_hit, saw_nonce, limits)
-        if stop is not None and stop.is_set() and report is None:
+        if report is None and stop is not None and stop.is_set():
             state, note = "error", "sandbox: cancelled"
         stdout = bytes(out).replace(b"\n" + nonce + b"\n", b"")
         stderr = _tail(err) + (("\n" if err else "") + note if note else "")
         return ExecutionResult(state, rc, time.monotonic() - start, stderr[-_TAIL:], _tail(stdout))
-    except (OSError, SandboxError, subprocess.SubprocessError) as e:
+    except (OSError, SandboxError) as e:
         return ExecutionResult("error", None, time.monotonic() - start, f"sandbox: {type(e).__name__}: {e}", "")
     finally:
-        if proc is not None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)   # before reaping, so the group id cannot be reused
-            except (ProcessLookupError, PermissionError):
-                pass
-            proc.wait()
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
-        if status_r >= 0:
-            os.close(status_r)
-        if stdin_file is not None:
-            stdin_file.close()
-        if slot is not None:
-            if "pid" not in mode.namespaces:
-                kill_uid(slot.uid)
-            slot.release()
-        if run_dir is not None:
-            _remove_tree(run_dir)
+        for fd in pipes:
+            os.close(fd)
+        if worker is not None:
+            POOL.checkin(worker, healthy=clean)
+
+
+def shutdown_workers() -> None:
+    """Stop this process's idle sandbox workers now (they are also stopped at exit)."""
+    POOL.shutdown()
 
 
 # --- mode selection ----------------------------------------------------------------------------------

@@ -1,34 +1,351 @@
-"""Source code that runs *inside* the sandbox, kept apart from the evaluator that launches it:
-the supervisor (mounts, limits, uid drop, status report), the boot code of the program process,
-and the optional guard and socket block. Each is a string handed to a fresh interpreter."""
+"""The sandbox worker: the code that runs *inside* the sandbox, never imported by the evaluator.
 
-# The supervisor: argv[1] is its config as a Python literal (we write it; `json` would cost 8 ms of
-# imports per run). Applies mounts, limits and the uid drop, runs the program, waits for it and writes
-# {"rc", "cpu"} (or an error) to the status pipe, as a literal too. Never prints.
-SUPERVISOR = r'''
-import os, sys
-cfg = eval(sys.argv[1], {"__builtins__": {}})
-sfd = cfg["status_fd"]
-def report(obj):
-    try:
-        os.write(sfd, repr(obj).encode())
-    except OSError:
-        pass
-def mounts(covers, reveal):
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    def mount(src, dst, fstype, flags, data):
-        enc = lambda s: s.encode() if s is not None else None
-        if libc.mount(enc(src), enc(dst), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, "mount %s: %s" % (dst, os.strerror(e)))
+`sandbox_worker.Worker` starts it once per worker, behind `unshare`, as
+`python -I -c <this file's source> <config literal>`; a warm worker then serves one program at a
+time. Starting an interpreter and setting up namespaces cost far more than running a typical test
+program, so both are paid once per worker. Each program still gets a fresh process, forked from
+the worker (a clean copy of an interpreter that has imported nothing of any program), a fresh run
+directory, its own IPC namespace (and, in a user namespace, a nested user namespace of its own, so
+it has no capability over the worker), its own rlimits, the worker's sandbox uid and its own
+session; before the next program starts, every process it started is killed and reaped, and its
+run directory and whatever it left in /tmp, /var/tmp and /dev/shm (private to the worker where
+there is a mount namespace) are deleted. The worker itself is not dumpable (no ptrace, no
+/proc/<pid>/mem), is pid 1 of its PID namespace where there is one (a namespace init gets no
+signal from inside that it has no handler for), else the subreaper of every process a program
+starts, and runs as root or as the evaluator's user, never as the program's uid.
+
+How a program ends differs from a fresh interpreter in one way: like os._exit after the normal
+exit steps (non-daemon threads joined, atexit handlers run, stdout and stderr flushed), the heap is
+not torn down, so __del__ methods of objects still alive at exit do not run and files left open
+unflushed are not flushed. Tearing a forked heap down writes to every page it touches, which costs
+more than running the program (about 35 ms).
+
+Protocol on the control socket (frames: 4-byte big-endian length, then a Python literal):
+  worker -> evaluator  {"ready": pid}                            once, when set up
+  evaluator -> worker  {"source", "stdin", "env", "limits", "wall_s"} + SCM_RIGHTS [stdout, stderr]
+  evaluator -> worker  {"cancel": True}                         while a program runs (Ctrl-C)
+  worker -> evaluator  {"rc", "cpu", "timeout", "cancelled", "setup_error"} when the program and
+                       every process it started are dead and reaped, and its files are gone
+EOF on the control socket (the evaluator closed it or died) ends the worker.
+
+Layers: evaluator -> [unshare] -> worker (pid 1 of the PID namespace where there is one; else a
+child subreaper) -> program (forked; setsid; new IPC (+ user) namespace; rlimits; uid).
+"""
+
+import atexit
+import builtins
+import ctypes
+import os
+import select
+import signal
+import struct
+import sys
+import time
+import types
+import _socket
+
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NAME, PR_SET_CHILD_SUBREAPER = 1, 4, 15, 36
+CLONE_NEWUSER = 0x10000000
+MS_NOSUID, MS_NODEV, MS_BIND, MS_REC = 2, 4, 4096, 16384
+WORKER_NAME, PROGRAM_NAME = b"wmtp-sandbox-w", b"wmtp-sandbox-p"   # /proc/<pid>/comm (tests count them)
+PROGRAM = "../program.py"   # relative to the program's working directory, as its tracebacks show it
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret, what):
+    if ret != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "%s: %s" % (what, os.strerror(e)))
+
+
+def prctl(option, arg):
+    _check(_libc.prctl(option, arg, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl %d" % option)
+
+
+def mount(src, dst, fstype, flags, data):
+    enc = lambda s: s.encode() if s is not None else None
+    _check(_libc.mount(enc(src), enc(dst), enc(fstype), ctypes.c_ulong(flags), enc(data)), "mount %s" % dst)
+
+
+def unshare(flags):
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+# --- control channel ---------------------------------------------------------------------------------
+
+class Channel:
+    """Length-prefixed literal frames on a unix stream socket; file descriptors ride along."""
+
+    def __init__(self, fd):
+        self.sock = _socket.socket(fileno=fd)
+        self.buf = b""
+        self.fds = []
+
+    def send(self, obj):
+        data = repr(obj).encode()
+        self.sock.sendall(struct.pack("!I", len(data)) + data)
+
+    def _frame(self):
+        if len(self.buf) >= 4:
+            n = struct.unpack("!I", self.buf[:4])[0]
+            if len(self.buf) >= 4 + n:
+                data, self.buf = self.buf[4:4 + n], self.buf[4 + n:]
+                fds, self.fds = self.fds, []
+                return eval(data.decode(), {"__builtins__": {}}), fds
+        return None
+
+    def recv(self):
+        """The next (message, fds), or None at EOF."""
+        while True:
+            frame = self._frame()
+            if frame is not None:
+                return frame
+            data, anc, _, _ = self.sock.recvmsg(1 << 16, _socket.CMSG_SPACE(16 * 4))
+            for level, kind, payload in anc:
+                if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                    self.fds += struct.unpack("%di" % (len(payload) // 4), payload[:len(payload) // 4 * 4])
+            if not data:
+                for fd in self.fds:
+                    os.close(fd)
+                return None
+            self.buf += data
+
+
+# --- the worker ----------------------------------------------------------------------------------------
+
+def worker_mounts(covers, reveal):
+    """Worker-wide: tmpfs over /tmp-like directories and over directories that block the way to the
+    Python installation; the needed paths are bound back inside."""
     keep = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in reveal]
     for path, data in covers:
-        mount("tmpfs", path, "tmpfs", 2 | 4, data)              # MS_NOSUID | MS_NODEV
+        mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, data)
     for path, fd in keep:
         os.makedirs(path, mode=0o755, exist_ok=True)
-        mount("/proc/self/fd/%d" % fd, path, None, 4096 | 16384, None)   # MS_BIND | MS_REC
+        mount("/proc/self/fd/%d" % fd, path, None, MS_BIND | MS_REC, None)
         os.close(fd)
+
+
+def prepare(run, req, uid):
+    """The run directory: program.py (read-only to the program), stdin.txt, work/ (the program's own)."""
+    os.mkdir(run, 0o711)
+    os.chmod(run, 0o711)
+    with open(os.path.join(run, "program.py"), "w", encoding="utf-8") as f:
+        f.write(req["source"])
+    os.chmod(os.path.join(run, "program.py"), 0o644)
+    if req["stdin"]:
+        with open(os.path.join(run, "stdin.txt"), "w", encoding="utf-8") as f:
+            f.write(req["stdin"])
+    work = os.path.join(run, "work")
+    os.mkdir(work, 0o700)
+    if uid is not None:
+        os.chown(work, uid, uid)
+
+
+def remove_tree(path):
+    """Delete a run directory (no namespace of its own), first giving back permissions the program
+    took away; symlinks are removed, never followed."""
+    import shutil, stat
+    def fix(func, p, exc):
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            st = os.lstat(p)
+            if stat.S_ISDIR(st.st_mode):
+                os.chmod(p, 0o700)
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                os.unlink(p)
+        except OSError:
+            pass
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=fix)
+    else:
+        shutil.rmtree(path, onerror=fix)
+    if os.path.lexists(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def scrub(directory, uid=None, keep=()):
+    """Delete what is in `directory` (a private /tmp-like one), or only the entries owned by `uid`
+    (a shared one on the host, where the program could write as that uid). Entries in `keep` (on
+    the way to a path bound back from the host) and mount points are left alone."""
+    try:
+        dev = os.lstat(directory).st_dev
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if entry.path in keep or st.st_dev != dev or (uid is not None and st.st_uid != uid):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                remove_tree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
+def children():
+    """Our direct children (every orphan of a program is one: we are its subreaper)."""
+    me = os.getpid()
+    try:
+        with open("/proc/self/task/%d/children" % me) as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d, "rb") as f:
+                    stat = f.read()
+                if int(stat[stat.rindex(b")") + 2:].split()[1]) == me:
+                    kids.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return kids
+
+
+def kill_everything(pid_init):
+    """Kill and reap every process the program left behind, so the next program starts alone (and
+    RLIMIT_NPROC counts only its own processes)."""
+    while True:
+        if pid_init:   # pid 1 of the namespace: kill(-1) reaches every other process in it
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        else:
+            for pid in children():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        try:
+            pid, _ = os.waitpid(-1, 0 if pid_init else os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            select.select([], [], [], 0.001)
+
+
+def wait_program(pid, wall_s, chan):
+    """Wait for the program's main process, at most wall_s, or until the evaluator cancels.
+    Returns (wait status or None, rusage or None, timed_out, cancelled)."""
+    deadline = time.monotonic() + wall_s
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    poll = select.poll()
+    poll.register(chan.sock.fileno(), select.POLLIN)
+    if pidfd is not None:
+        poll.register(pidfd, select.POLLIN)
+    try:
+        while True:
+            if chan.buf:   # a cancel that arrived together with the request
+                return None, None, False, True
+            done, st, ru = os.wait4(pid, os.WNOHANG)
+            if done:
+                return st, ru, False, False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None, None, True, False
+            step = left if pidfd is not None else min(left, 0.002)
+            for fd, _ in poll.poll(max(1, int(step * 1000))):
+                if fd == chan.sock.fileno():
+                    return None, None, False, True
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def serve(cfg, chan, req, fds, n):
+    """Run one request. Returns None in the worker; in the forked program process, the job."""
+    out_w, err_w = fds
+    run = os.path.join(cfg["base"], "wmtp_run" if cfg["scrub"] else "r%d" % n)
+    try:
+        prepare(run, req, cfg["uid"])
+        r, w = os.pipe()
+        pid = os.fork()
+    except OSError as e:
+        for fd in (out_w, err_w):
+            os.close(fd)
+        remove_tree(run)
+        chan.send({"sandbox_error": "cannot start the program: %s" % e})
+        return None
+    if pid == 0:
+        os.close(r)
+        return req, out_w, err_w, w, run
+    for fd in (w, out_w, err_w):
+        os.close(fd)
+    err = b""
+    while True:
+        chunk = os.read(r, 4096)
+        if not chunk:
+            break
+        err += chunk
+    os.close(r)
+    st, ru, timed_out, cancelled = wait_program(pid, req["wall_s"], chan)
+    kill_everything(cfg["pid_init"])
+    if st is None:   # killed above and reaped by kill_everything
+        rc, cpu = -signal.SIGKILL, None
+    else:
+        rc, cpu = os.waitstatus_to_exitcode(st), ru.ru_utime + ru.ru_stime
+    remove_tree(run)
+    for d in cfg["scrub"]:
+        scrub(d, keep=cfg["keep"])
+    for d in cfg["scrub_owned"]:
+        scrub(d, cfg["uid"])
+    chan.send({"rc": rc, "cpu": cpu, "timeout": timed_out, "cancelled": cancelled,
+               "setup_error": err.decode("utf-8", "replace")[:2000] or None})
+    if cancelled:   # the cancel frame (or EOF) is still unread: take it
+        if chan.recv() is None:
+            os._exit(0)
+    return None
+
+
+def worker(cfg):
+    """Set up once, then serve requests until EOF. Returns the job in a forked program process."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    chan = Channel(cfg["ctrl_fd"])
+    if cfg["covers"]:
+        worker_mounts(cfg["covers"], cfg["reveal"])
+    if not cfg["pid_init"]:
+        prctl(PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1))
+    prctl(PR_SET_NAME, ctypes.c_char_p(WORKER_NAME))
+    for name in cfg["preload"]:   # modules test programs import: loaded once, copied into each program
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    prctl(PR_SET_DUMPABLE, ctypes.c_ulong(0))   # no ptrace or /proc/<pid>/mem access to the worker
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    chan.send({"ready": os.getpid()})
+    n = 0
+    while True:
+        msg = chan.recv()
+        if msg is None:
+            os._exit(0)
+        req, fds = msg
+        if "source" not in req or len(fds) != 2:   # a late cancel, or garbage
+            for fd in fds:
+                os.close(fd)
+            continue
+        n += 1
+        job = serve(cfg, chan, req, fds, n)
+        if job is not None:
+            chan.sock.detach()   # the program process must never close (or use) the worker's socket
+            return job
+
+
+# --- the program process -------------------------------------------------------------------------------
+
 def user_tasks(uid):
     n = 0
     for d in os.listdir("/proc"):
@@ -41,77 +358,52 @@ def user_tasks(uid):
             except (OSError, KeyError, ValueError):
                 pass
     return n
-try:
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    if cfg["covers"]:
-        mounts(cfg["covers"], cfg["reveal"])
-    os.chdir(cfg["work"])
-    lim = cfg["limits"]
+
+
+def setup_program(cfg, req, out_w, err_w, run, keep_fd):
+    """In the forked process, before any of the program's code runs."""
+    import resource as R
+    os.setsid()
+    prctl(PR_SET_NAME, ctypes.c_char_p(PROGRAM_NAME))
+    prctl(PR_SET_DUMPABLE, ctypes.c_ulong(1))
+    if cfg["program_unshare"]:
+        unshare(cfg["program_unshare"])
+        if cfg["program_unshare"] & CLONE_NEWUSER:   # root of its own user namespace: no capability over the worker's
+            for name, text in (("setgroups", "deny"), ("uid_map", "0 0 1"), ("gid_map", "0 0 1")):
+                with open("/proc/self/" + name, "w") as f:
+                    f.write(text)
+    work = os.path.join(run, "work")
+    fd = os.open(os.path.join(run, "stdin.txt") if req["stdin"] else os.devnull, os.O_RDONLY)
+    os.dup2(fd, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.closerange(3, keep_fd)
+    os.closerange(keep_fd + 1, 1 << 20)
+    lim = req["limits"]
     nproc = lim["nproc"] + (user_tasks(os.getuid()) if cfg["nproc_relative"] else 0)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            import resource as R
-            os.close(r)
-            os.close(sfd)
-            R.setrlimit(R.RLIMIT_CORE, (0, 0))
-            R.setrlimit(R.RLIMIT_CPU, (lim["cpu"], lim["cpu"] + 1))
-            R.setrlimit(R.RLIMIT_AS, (lim["as"], lim["as"]))
-            R.setrlimit(R.RLIMIT_FSIZE, (lim["fsize"], lim["fsize"]))
-            R.setrlimit(R.RLIMIT_NPROC, (nproc, nproc))
-            if cfg["uid"] is not None:
-                os.setgroups([])
-                os.setresgid(cfg["uid"], cfg["uid"], cfg["uid"])
-                os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])
-            os.umask(0o077)
-            py = cfg["python"]
-            os.execve(py, [py, "-I", "-c", cfg["boot"], cfg["program"]], cfg["env"])
-        except BaseException as e:
-            try:
-                os.write(w, ("%s: %s" % (type(e).__name__, e))[:2000].encode())
-            finally:
-                os._exit(127)
-    os.close(w)
-    err = b""
-    while True:
-        chunk = os.read(r, 4096)
-        if not chunk:
-            break
-        err += chunk
-    _, st, ru = os.wait4(pid, 0)
-    report({"rc": os.waitstatus_to_exitcode(st), "cpu": ru.ru_utime + ru.ru_stime,
-            "setup_error": err.decode("utf-8", "replace")[:2000] or None})
-except BaseException as e:
-    report({"sandbox_error": ("%s: %s" % (type(e).__name__, e))[:2000]})
-os._exit(0)   # skip interpreter finalisation: a few ms per run
-'''
+    R.setrlimit(R.RLIMIT_CORE, (0, 0))
+    R.setrlimit(R.RLIMIT_CPU, (lim["cpu"], lim["cpu"] + 1))
+    R.setrlimit(R.RLIMIT_AS, (lim["as"], lim["as"]))
+    R.setrlimit(R.RLIMIT_FSIZE, (lim["fsize"], lim["fsize"]))
+    R.setrlimit(R.RLIMIT_NPROC, (nproc, nproc))
+    uid = cfg["uid"]
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        prctl(PR_SET_DUMPABLE, ctypes.c_ulong(1))   # as after an exec: it may read its own /proc/self
+    prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL))   # (cleared by the uid change: set after it)
+    os.umask(0o077)
+    os.chdir(work)
+    os.environ.clear()
+    os.environ.update(req["env"], HOME=work, TMPDIR=work)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
-# The program process: `python -I -c BOOT ../program.py`. The source is read through the relative path
-# and run as module __main__ (not runpy.run_path, which opens the absolute path: the sandbox uid may not
-# traverse the ancestors of its run directory, only the run directory itself).
-BOOT_MARK = "# wmtp-sandbox program"   # in every sandboxed process's command line (tests count them)
-BOOT_HEAD = BOOT_MARK + """
-import sys, types
-sys.argv = sys.argv[1:]
-with open(sys.argv[0], "rb") as _f:
-    _code = compile(_f.read(), sys.argv[0], "exec", dont_inherit=True)
-del _f
-"""
-BOOT_RUN = """
-_main = types.ModuleType("__main__")
-_main.__file__ = sys.argv[0]
-_main.__builtins__ = __builtins__
-sys.modules["__main__"] = _main
-exec(_code, _main.__dict__)
-"""
 
-# Defence in depth when the program runs as our own user: refuse the calls that would let it hurt
-# the evaluator or files outside its directory. Python-level only (ctypes gets around it).
-GUARD = r'''
-def _wmtp_guard():
-    import builtins, io, os, _posixsubprocess
+def guard():
+    """Defence in depth when the program runs as our own user: refuse the calls that would let it
+    hurt the evaluator or files outside its directory. Python-level only (ctypes gets around it)."""
+    import io, _posixsubprocess
     def refuse(name):
         def refused(*args, **kwargs):
             raise PermissionError(name + " is disabled in the sandbox")
@@ -161,17 +453,99 @@ def _wmtp_guard():
     shutil.rmtree = refuse("shutil.rmtree")
     shutil.move = refuse("shutil.move")
     shutil.chown = refuse("shutil.chown")
-_wmtp_guard()
-del _wmtp_guard
-'''
 
-# No network namespace: sockets cannot be created from Python (socket.py subclasses _socket.socket,
-# so patching the C type before `import socket` covers socket.socket, create_connection, ...).
-BLOCK_SOCKETS = r'''
-import _socket
-class _NoSocket(_socket.socket):
-    def __init__(self, *args, **kwargs):
-        raise PermissionError("network access is disabled in the sandbox")
-_socket.socket = _socket.SocketType = _NoSocket
-del _NoSocket
-'''
+
+def block_sockets():
+    """No network namespace: sockets cannot be created from Python (socket.py subclasses
+    _socket.socket, so patching the C type before `import socket` covers socket.socket, ...)."""
+    class NoSocket(_socket.socket):
+        def __init__(self, *args, **kwargs):
+            raise PermissionError("network access is disabled in the sandbox")
+    _socket.socket = _socket.SocketType = NoSocket
+    sys.modules.pop("socket", None)   # a preloaded socket.py would still hold the real type
+
+
+def exit_status(e):
+    """The exit status the interpreter gives an uncaught SystemExit (printing a non-integer code)."""
+    code = e.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code if -2**31 <= code < 2**31 else -1
+    try:
+        sys.stderr.write(str(code) + "\n")
+    except Exception:
+        pass
+    return 1
+
+
+def finish(status, interrupted=False):
+    """End the program process as the interpreter's exit would, minus the heap teardown (see the
+    module docstring): join non-daemon threads, run atexit handlers, flush stdout and stderr."""
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        try:
+            threading._shutdown()
+        except BaseException:
+            pass
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except BaseException:
+            if stream is sys.stdout and status == 0:
+                status = 120   # what the interpreter returns when stdout cannot be flushed at exit
+    if interrupted:   # an uncaught KeyboardInterrupt: the interpreter ends by SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(status % 256)
+
+
+def run_program(cfg, source):
+    """Run the program as module __main__, as `python -I program.py` would; never returns. Uncaught
+    errors are printed by sys.excepthook, without our own frame."""
+    if cfg["guard"]:
+        guard()
+    if cfg["block_sockets"]:
+        block_sockets()
+    sys.argv = [PROGRAM]
+    main = types.ModuleType("__main__")
+    main.__file__ = PROGRAM
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    try:
+        exec(compile(source, PROGRAM, "exec", dont_inherit=True), main.__dict__)
+    except SystemExit as e:
+        finish(exit_status(e))
+    except BaseException as e:
+        e = e.with_traceback(e.__traceback__.tb_next if e.__traceback__ is not None else None)
+        try:
+            sys.excepthook(type(e), e, e.__traceback__)
+        except BaseException:
+            pass
+        finish(1, interrupted=isinstance(e, KeyboardInterrupt))
+    finish(0)
+
+
+if __name__ == "__main__":
+    _cfg = eval(sys.argv[1], {"__builtins__": {}})
+    try:
+        _job = worker(_cfg)
+    except BaseException as _e:   # set-up failed: say why on stderr (the evaluator reads it), then go
+        try:
+            os.write(2, ("sandbox worker: %s: %s\n" % (type(_e).__name__, _e)).encode())
+        finally:
+            os._exit(1)
+    _req, _out_w, _err_w, _w, _run = _job
+    try:
+        setup_program(_cfg, _req, _out_w, _err_w, _run, _w)
+    except BaseException as _e:
+        try:
+            os.write(_w, ("%s: %s" % (type(_e).__name__, _e))[:2000].encode())
+        finally:
+            os._exit(127)
+    os.close(_w)
+    _source = _req["source"]
+    del _job, _req, _out_w, _err_w, _w, _run
+    run_program(_cfg, _source)
