@@ -79,13 +79,13 @@ def test_a_continued_stage_keeps_the_models_compression_rate(stages, tmp_path):
     the model was trained at 32 tokens / rate 8 (l = 4) and the config says 64 / 4 (l = 16)."""
     from conftest import REPO
 
-    from weighted_mtp.clara.demo import _run_stage
+    from weighted_mtp.clara.build import run_stage
     from weighted_mtp.clara.model import ClaraConfig
 
     out, _ = stages
     overrides = [*TINY, "training.max_steps=1", "training.eval_every=0.0", f"clara.init_from={out / 'stage1' / 'final'}",
                  "clara.doc_max_length=64", "clara.compression_rate=4"]  # l = 16 if the config ruled
-    _run_stage(REPO / "configs", "stage2", tmp_path / "stage2", overrides)
+    run_stage(REPO / "configs", "stage2", tmp_path / "stage2", overrides)
     saved = ClaraConfig.from_file(tmp_path / "stage2" / "final" / "clara_config.json")
     assert (saved.doc_max_length, saved.compression_rate, saved.n_mem) == (32, 8, 4)
 
@@ -168,28 +168,163 @@ def test_eval_pdf_end_to_end_and_textless_pdf(stages, tmp_path, capsys):
     assert "no extractable text" in capsys.readouterr().err
 
 
-def test_eval_pdf_default_model_is_trained_once_and_measures_compression_with_its_stage1(stages, tmp_path,
-                                                                                          monkeypatch):
+def _fake_train_stages(out, calls):
+    """Stands in for the default build: copies the tiny stages (calls records each build)."""
     import shutil
 
-    import weighted_mtp.clara.demo as demo
+    def fake(work, configs, overrides, control=True, stages=(), checkpoints=0):
+        calls.append(work)
+        for name in ("stage1", stages[-1].split("_")[0]):
+            shutil.copytree(out / name / "final", work / name / "final", dirs_exist_ok=True)
+    return fake
+
+
+def test_eval_pdf_default_model_is_trained_once_and_measures_compression_with_its_stage1(stages, tmp_path,
+                                                                                          monkeypatch):
+    import weighted_mtp.clara.build as build
+    from weighted_mtp.clara.demo import render_world_pdf
 
     out, _ = stages
     calls = []
-
-    def fake_train_stages(work, configs, overrides, control=True):  # the tiny stages stand in for the real ones
-        calls.append(work)
-        for name in ("stage1", "stage3"):
-            shutil.copytree(out / name / "final", work / name / "final")
-
     monkeypatch.setenv("WMTP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(demo, "train_stages", fake_train_stages)
-    pdf = demo.render_world_pdf(tmp_path / "world.pdf", max_docs=8)
+    monkeypatch.setattr(build, "train_stages", _fake_train_stages(out, calls))
+    pdf = render_world_pdf(tmp_path / "world.pdf", max_docs=8)
     for run in ("first", "second"):
         report = tmp_path / run
-        assert main(["clara", "eval-pdf", str(pdf), "--output-dir", str(report), "--override", "max_questions=4"]) == 0
+        assert main(["clara", "eval-pdf", str(pdf), "--output-dir", str(report), "--override", "max_questions=4",
+                     "--override", "qa.source=world"]) == 0
         summary = json.loads((report / "summary.json").read_text())
         default = tmp_path / "cache" / "models"
         assert summary["model"].startswith(str(default)) and "clara-default-" in summary["model"]
         assert summary["compression"]["model"] == summary["model"] + "/stage1"
+        assert summary["default_model"]["cached"] == (run == "second")
     assert len(calls) == 1  # cached after the first run
+
+
+# ---------------------------------------------------------------- any PDF, fail fast, resume
+
+ORDINARY = [  # ordinary sentences, none from the embedded world
+    ("The harbour town", "The harbour of Kessling was dredged in 1887 to admit larger ships. Fishing boats still "
+     "land about 40 tons of herring every week. The old lighthouse was designed by Agnes Whitby and first lit in "
+     "1891. A ferry to Norhaven leaves twice a day in the summer."),
+    ("The market", "The covered market opened on May 3, 1902 after years of argument in the council. It has "
+     "room for 120 stalls under one roof. Cheese from Oldmere is sold there every Saturday. A cup of coffee at "
+     "the corner stall costs $2.40 and a pastry costs a little more."),
+    ("The railway", "The railway reached the town in 1869 and carried wool to Bradley for decades. The station "
+     "clock was a gift from Thomas Grell, a local watchmaker. Trains to the capital take 3 hours today. The line "
+     "along the coast was closed in 1964 and is now a walking path."),
+    ("The school", "The grammar school was founded in 1723 by the merchant Henry Castle. About 600 pupils study "
+     "there now. Its library holds a map of the coast drawn in 1750 by the surveyor John Penrose. Lessons in "
+     "navigation were given until 1912."),
+    ("The festival", "Every August the town holds a boat festival that draws 15,000 visitors. The first festival "
+     "was held in 1948 to raise money for the hospital. Musicians come from Galway and from Brest. The rowing "
+     "race is won most often by the crew from Saltby."),
+    ("The weather", "Winters are mild and wet, and snow falls on about 5 days a year. The storm of January 1953 "
+     "flooded the lower streets. Since then a sea wall built by the engineer Clara Dunmore has kept the water out."),
+]
+
+
+def _ordinary_pdf(path):
+    from weighted_mtp.clara.pdf import extract_text, render_pdf
+
+    pdf = render_pdf(ORDINARY, path, per_page=2)
+    assert len(extract_text(pdf)) == 3
+    return pdf
+
+
+def test_eval_pdf_on_an_ordinary_pdf_default_path_then_edited_questions(stages, tmp_path, monkeypatch, capsys):
+    """The default path on a user's PDF: questions from the text itself, written out first, a report
+    with every scenario and compression; the questions file edited and passed back."""
+    import weighted_mtp.clara.build as build
+
+    out, _ = stages
+    calls = []
+    monkeypatch.setenv("WMTP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "train_stages", _fake_train_stages(out, calls))
+    pdf = _ordinary_pdf(tmp_path / "town.pdf")
+    report = tmp_path / "report"
+    assert main(["clara", "eval-pdf", str(pdf), "--output-dir", str(report), "--override", "chunk_max_words=30"]) == 0
+    summary = json.loads((report / "summary.json").read_text())
+    assert calls and summary["pdf"]["qa_source"] == "cloze" and summary["pdf"]["pages"] == 3
+    lines = (report / "qa_pairs.jsonl").read_text().splitlines()
+    assert len(lines) == summary["pdf"]["qa_pairs"] >= 10
+    chunks = {c["chunk_id"]: c["text"] for c in map(json.loads, (report / "chunks.jsonl").read_text().splitlines())}
+    for pair in map(json.loads, lines):
+        assert pair["answer"] in chunks[pair["chunk_id"]] and pair["answer"] not in pair["question"]
+    assert {"zero_shot", "rag_top1", "oracle_chunk"} == set(summary["scenarios"])
+    assert all(m["n"] == len(lines) for m in summary["scenarios"].values())
+    assert summary["compression"]["n"] == len(chunks) and summary["compression"]["compression_ratio"] > 1
+    md = (report / "report.md").read_text()
+    assert "| zero_shot |" in md and "| rag_top1 |" in md and "| oracle_chunk |" in md and "Compression ratio" in md
+    assert "QA pairs (cloze) written to" in capsys.readouterr().out
+
+    edited = tmp_path / "mine.jsonl"
+    edited.write_text("\n".join(lines[:3] + ['{"question": "Who designed the lighthouse?", "answer": "Agnes Whitby"}'])
+                      + "\n")
+    again = tmp_path / "again"
+    assert main(["clara", "eval-pdf", str(pdf), "--output-dir", str(again), "--qa", str(edited),
+                 "--override", "chunk_max_words=30"]) == 0
+    summary = json.loads((again / "summary.json").read_text())
+    assert summary["pdf"]["qa_pairs"] == 4 and summary["pdf"]["qa_source"] == f"file {edited}"
+    assert summary["scenarios"]["oracle_chunk"]["n"] == 3  # the pair without a chunk has no oracle
+    assert len(calls) == 1
+
+
+def test_eval_pdf_fails_fast_before_any_model_is_built(tmp_path, monkeypatch, capsys):
+    import weighted_mtp.clara.build as build
+    from weighted_mtp.clara.pdf import render_pdf
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a model was built before the input was checked")
+
+    monkeypatch.setenv("WMTP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "train_stages", no_build)
+    pdf = _ordinary_pdf(tmp_path / "town.pdf")
+    dull = render_pdf([("Notes", "The cat sat on the warm mat all day. The dog slept under the old table.")],
+                      tmp_path / "dull.pdf")
+    bad_qa = tmp_path / "qa.jsonl"
+    bad_qa.write_text('{"question": "Who?", "answer": "Agnes Whitby", "chunk_id": "c99"}\n')
+    cases = [([str(dull)], "dull.pdf: ClozeQAGenerator found no question in 1 chunks"),
+             ([str(pdf), "--qa", str(bad_qa)], "qa.jsonl: pair 1: chunk_id 'c99' is not a chunk of this PDF"),
+             ([str(pdf), "--model", str(tmp_path)], "not a CLaRa model directory"),
+             ([str(pdf), "--override", "qa.sorce=cloze"], "qa.source"),
+             ([str(tmp_path / "missing.pdf")], "PDF file not found")]
+    for args, message in cases:
+        capsys.readouterr()
+        assert main(["clara", "eval-pdf", *args, "--output-dir", str(tmp_path / "out")]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+
+def test_an_interrupted_stage_resumes_from_its_checkpoint(tiny_base, tmp_path, monkeypatch):
+    """SIGTERM in the middle of a stage: the stage stops with its checkpoint and a clear error (not
+    a missing-model error in the next stage); the same call then resumes from that checkpoint."""
+    import os
+    import signal
+
+    from conftest import REPO
+
+    from weighted_mtp.clara.build import BuildInterrupted, run_stage
+    from weighted_mtp.objectives.clara import ClaraObjective
+
+    calls = {"n": 0}
+    original = ClaraObjective.__call__
+
+    def stop_at_step_3(self, model, batch, *, training):
+        if training:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                os.kill(os.getpid(), signal.SIGTERM)  # the loop finishes this step, saves, and returns
+        return original(self, model, batch, training=training)
+
+    monkeypatch.setattr(ClaraObjective, "__call__", stop_at_step_3)
+    overrides = [*TINY, "training.max_steps=4", "training.eval_every=0.0", f"clara.base_model={tiny_base}"]
+    run_dir, said = tmp_path / "stage1", []
+    with pytest.raises(BuildInterrupted, match=r"clara stage1 stopped by SIGTERM at step 3; its checkpoint .*step_00000003"):
+        run_stage(REPO / "configs", "stage1", run_dir, overrides, checkpoints=2, say=said.append)
+    assert not (run_dir / "final").exists()
+    assert [p.name for p in (run_dir / "checkpoints").glob("step_*")] == ["step_00000003"]  # limit 1: step 2 rotated
+    metrics = run_stage(REPO / "configs", "stage1", run_dir, overrides, checkpoints=2, say=said.append)
+    assert said == [f"clara stage1: resuming the interrupted run from its checkpoint step_00000003 ({run_dir})"]
+    assert metrics["steps"] == 4 and calls["n"] == 4  # one more step, not four
+    assert (run_dir / "final" / "clara_config.json").is_file()

@@ -3,43 +3,15 @@ the frozen-reasoner control, Recall@1 before and after stage 3 on held-out quest
 PDF evaluation on two PDFs rendered from the embedded world: its held-out (test) documents and
 the documents it trained on, which tells a harness problem from a model that does not generalise.
 Writes summary.json.
-Finished stages are reused, so an interrupted demo continues where it stopped."""
+Finished stages are reused and an interrupted stage resumes from its checkpoint (clara/build.py)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
+from weighted_mtp.clara.build import train_stages
 from weighted_mtp.config import load_config
-
-
-def _run_stage(configs: Path, name: str, run_dir: Path, overrides: list[str]) -> dict:
-    from weighted_mtp.training.loop import train
-
-    cfg = load_config(configs / "clara" / f"{name}.yaml", overrides)
-    if not (run_dir / "final" / "clara_config.json").is_file():
-        shutil.rmtree(run_dir, ignore_errors=True)
-        result = train(cfg, run_dir)
-        metrics = {**result.last_train, **result.last_val, "tokens_per_s": result.tokens_per_s,
-                   "peak_memory_mb": result.peak_memory_mb}
-        (run_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return json.loads((run_dir / "final_metrics.json").read_text())
-
-
-def train_stages(out: Path, configs: Path, overrides: list[str] = (), control: bool = True) -> dict[str, dict]:
-    """stage1 -> stage2 -> stage3 (and stage3_frozen_reasoner from the same stage-2 model)."""
-    overrides = list(overrides)
-    results = {"stage1": _run_stage(configs, "stage1", out / "stage1", overrides)}
-    results["stage2"] = _run_stage(configs, "stage2", out / "stage2",
-                                   [f"clara.init_from={out / 'stage1' / 'final'}", *overrides])
-    stage2 = out / "stage2" / "final"
-    results["stage3"] = _run_stage(configs, "stage3", out / "stage3", [f"clara.init_from={stage2}", *overrides])
-    if control:
-        results["stage3_frozen_reasoner"] = _run_stage(
-            configs, "stage3", out / "stage3_frozen_reasoner",
-            [f"clara.init_from={stage2}", "clara.train_query_reasoner=false", *overrides])
-    return results
 
 
 def recall_before_after(out: Path, configs: Path, overrides: list[str], n_questions: int = 300) -> dict:
@@ -93,7 +65,8 @@ def run_demo(output_dir: str | Path, configs: Path, overrides: list[str] = (), p
     stages = train_stages(out, configs, overrides)
     recall = recall_before_after(out, configs, overrides)
     c = load_config(configs / "clara" / "stage3.yaml", overrides).clara
-    pdf_cfg = load_eval_pdf_config(configs / "clara" / "eval_pdf.yaml", list(pdf_overrides))
+    # The world's own questions: the PDFs are the world's documents (qa.source: cloze works on any text).
+    pdf_cfg = load_eval_pdf_config(configs / "clara" / "eval_pdf.yaml", ["qa.source=world", *pdf_overrides])
     summary = {"stages": stages, "recall": recall}
     for key, split, name in (("eval_pdf", "test", "embedded_world"), ("eval_pdf_seen", "train", "embedded_world_seen")):
         pdf = render_world_pdf(out / f"{name}.pdf", c.world_seed, split=split, train_docs=c.train_docs, top_k=c.top_k)
@@ -124,24 +97,3 @@ def format_summary(summary: dict) -> str:
                          + (f"  Recall@1 {m['recall@1']:.3f}" if "recall@1" in m else ""))
         lines.append(f"    reconstruction F1 (stage 1) {summary[key]['compression']['reconstruction_f1']:.3f}")
     return "\n".join(lines)
-
-
-def ensure_default_model(configs: Path, world_seed: int = 0) -> Path:
-    """The embedded default CLaRa model (stage 3 on the embedded world), trained once and cached,
-    with its stage-1 model under `stage1/` (the one that still paraphrases: compression quality)."""
-    import hashlib
-
-    from weighted_mtp.files import building_dir
-    from weighted_mtp.models.micro import cache_root
-
-    texts = "".join((configs / "clara" / f"stage{i}.yaml").read_text() for i in (1, 2, 3))
-    key = hashlib.sha256(f"{world_seed}:{texts}".encode()).hexdigest()[:12]
-    out = cache_root() / "models" / f"clara-default-{key}"
-    if (out / "clara_config.json").is_file():
-        return out
-    work = cache_root() / "runs" / f"clara-default-{key}"
-    train_stages(work, configs, [f"clara.world_seed={world_seed}", "mlflow.enabled=false"], control=False)
-    with building_dir(out) as tmp:
-        shutil.copytree(work / "stage3" / "final", tmp, dirs_exist_ok=True)
-        shutil.copytree(work / "stage1" / "final", tmp / "stage1")
-    return out

@@ -1,4 +1,5 @@
-"""Where CLaRa's inputs come from: `clara.base_model` (the embedded base or a local HF directory)
+"""Where CLaRa's inputs come from: `clara.base_model` (the embedded micro base, `embedded:smollm2`
+or a local HF directory)
 and `dataset.train` / `dataset.validation` (ml-clara JSONL files, or `embedded:clara` for the
 stage's files built from the embedded world)."""
 
@@ -19,10 +20,14 @@ def resolve_base_model(spec: str, cfg) -> Path:
         from weighted_mtp.clara.base import ensure_clara_base
 
         return ensure_clara_base(world_seed=cfg.clara.world_seed)
+    if spec.startswith("embedded:"):  # a pretrained model shipped in a package (embedded:smollm2)
+        from weighted_mtp.models.load import resolve_model_path
+
+        return Path(resolve_model_path(spec))
     path = Path(spec).expanduser()
     if not (path / "config.json").is_file():
-        raise ConfigError(f"config key 'clara.base_model': {spec} is not a local HF model directory (no config.json) "
-                          f"and not {EMBEDDED_BASE}")
+        raise ConfigError(f"config key 'clara.base_model': {spec} is not a local HF model directory (no config.json), "
+                          f"{EMBEDDED_BASE} nor embedded:smollm2")
     return path
 
 
