@@ -455,7 +455,37 @@ def test_render_markdown_tables():
     assert "| question | answer | predictions.zero-shot | predictions.oracle chunk |" in md
     assert "| Who directed The Grent? | Dolan Mirs | a \\| b | Dolan Mirs |" in md
     assert "| Where is Vantor? | Zanu | c d | Zanu |" in md
+    assert "## Run" not in md
+    timed = render_markdown({**summary, "default_model": {"base": "smollm2", "cached": False, "build_seconds": 612.0},
+                             "seconds": {"prepare": 0.4, "evaluate": 30.5}})
+    assert ("## Run\n\n- default model: base: smollm2\n- default model: cached: False\n"
+            "- default model: build_seconds: 612.0\n- seconds: prepare: 0.4\n- seconds: evaluate: 30.5\n") in timed
     six = render_markdown({**summary, "examples": summary["examples"] * 2, "compression": None})
     assert six.count("| Who directed The Grent?") == 2 and "Compression" not in six  # at most five examples
     with pytest.raises(ValueError, match="no 'scenarios'"):
         render_markdown({"pdf": {}, "model": "m"})
+
+
+def test_eval_pdf_config_sources_and_local_teacher_spec(tmp_path, monkeypatch):
+    """qa.source defaults to cloze; hf resolves a packaged model (embedded:smollm2) to its local
+    directory before the teacher is built; sources missing their keys fail at load time."""
+    import weighted_mtp.models.load as load
+    import weighted_mtp.steper.teachers as teachers
+    from weighted_mtp.clara.cloze import ClozeQAGenerator
+    from weighted_mtp.clara.eval_pdf import _qa_generator, load_eval_pdf_config
+    from conftest import REPO
+
+    path = REPO / "configs" / "clara" / "eval_pdf.yaml"
+    cfg = load_eval_pdf_config(path)
+    assert cfg.qa.source == "cloze" and isinstance(_qa_generator(cfg), ClozeQAGenerator)
+    built = []
+    monkeypatch.setattr(load, "resolve_model_path", lambda spec, cfg=None: tmp_path / spec.split(":")[1])
+    monkeypatch.setattr(teachers, "build_teacher", lambda kind, **options: built.append((kind, options)) or FakeChat([]))
+    gen = _qa_generator(load_eval_pdf_config(path, ["qa.source=hf", "qa.teacher.model_path=embedded:smollm2"]))
+    assert isinstance(gen, TeacherQAGenerator)
+    assert built == [("hf", {"model_dir": str(tmp_path / "smollm2"), "max_new_tokens": 128})]
+    for overrides, key in ((["qa.source=hf"], "qa.teacher.model_path"), (["qa.source=file"], "qa.file"),
+                           (["qa.source=openai"], "qa.teacher.base_url"), (["max_questions=0"], "max_questions"),
+                           (["base=gpt"], "base")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_eval_pdf_config(path, overrides)

@@ -138,7 +138,8 @@ def render_markdown(summary: dict) -> str:
     """The report of one evaluation. `summary` = {"pdf": {path, pages, chunks, ...}, "model": str,
     "scenarios": {name: scenario_metrics(...)}, "compression": compression_metrics(...) (optional),
     "examples": [{"question", "answer", "predictions": {scenario: text}, ...}] (optional; the
-    first five are shown)}."""
+    first five are shown), "default_model" and "seconds" (optional: how the model was found or
+    built, and how long each part took)}."""
     for key in ("pdf", "model", "scenarios"):
         if key not in summary:
             raise ValueError(f"summary has no '{key}' (it needs pdf, model and scenarios)")
@@ -160,6 +161,11 @@ def render_markdown(summary: dict) -> str:
     if compression:
         lines += ["", "## Compression quality", ""]
         lines += _table(["Measure", "Value"], [[_name(k), _value(k, v)] for k, v in compression.items()])
+    run = {**({f"default model: {k}": v for k, v in summary["default_model"].items()}
+              if summary.get("default_model") else {}),
+           **{f"seconds: {k}": v for k, v in (summary.get("seconds") or {}).items()}}
+    if run:
+        lines += ["", "## Run", ""] + [f"- {key}: {_cell(value)}" for key, value in run.items()]
     examples = list(summary.get("examples") or [])[:5]
     if examples:
         cols = _example_columns(examples)
