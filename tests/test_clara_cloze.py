@@ -28,6 +28,11 @@ CASES = [  # sentence, answer, question
     ("After the war, the Bank of England raised its rates.", "Bank of England",
      "After the war, what raised its rates?"),
     ("The bridge was painted 3 times last century.", "3", "The bridge was painted how many times last century?"),
+    ("The station clock was a gift from Thomas Grell, a local watchmaker.", "Thomas Grell",
+     "The station clock was a gift from whom, a local watchmaker?"),
+    ("Every August the town holds a boat festival.", "August", "Every which month the town holds a boat festival?"),
+    ("The harbour is busiest in July and quiet in winter.", "July",
+     "The harbour is busiest in which month and quiet in winter?"),
 ]
 
 

@@ -24,6 +24,7 @@ _MONTHS = ("January|February|March|April|May|June|July|August|September|October|
            "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec")
 _DATE = re.compile(rf"\b(?:(?:{_MONTHS})\.? \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}|\d{{1,2}} (?:{_MONTHS})\.? \d{{4}}|"
                    rf"(?:{_MONTHS}) \d{{4}})\b")
+_MONTHS_FULL = "January|February|March|April|June|July|August|September|October|November|December"  # not "May"
 _YEAR = re.compile(r"(?<![\d$.,])\b(1[0-9]{3}|20[0-9]{2})\b(?![\d%]|[.,]\d)")
 _MONEY = re.compile(r"[$\u00a3\u20ac]\d[\d,]*(?:\.\d+)?(?: (?:million|billion|thousand))?")
 _NUMBER = re.compile(r"(?<![\w$.])\d[\d,]*(?:\.\d+)?(?: (?:million|billion|thousand|hundred))?%?(?![\w.]\d)")
@@ -45,7 +46,7 @@ _DIRECTION_PREPS = ("from", "to", "into", "towards", "across", "through")
 class Span:
     start: int
     end: int
-    kind: str  # date | year | money | number | name
+    kind: str  # date | year | money | month | name | number
 
     def text(self, sentence: str) -> str:
         return sentence[self.start:self.end]
@@ -53,7 +54,7 @@ class Span:
 
 # Which answer kinds to prefer: dates and numbers are unambiguous spans; a name is only kept when
 # it is not the sentence's first word alone (a capitalised sentence start is not evidence of a name).
-_PRIORITY = {"date": 0, "year": 1, "money": 2, "name": 3, "number": 4}
+_PRIORITY = {"date": 0, "year": 1, "money": 2, "month": 3, "name": 4, "number": 5}
 
 
 def answer_spans(sentence: str) -> list[Span]:
@@ -67,6 +68,8 @@ def answer_spans(sentence: str) -> list[Span]:
 
     for m in _DATE.finditer(sentence):
         add("date", m.start(), m.end())
+    for m in re.finditer(rf"\b(?:{_MONTHS_FULL})\b", sentence):
+        add("month", m.start(), m.end())
     for m in _YEAR.finditer(sentence):
         add("year", m.start(1), m.end(1))
     for m in _MONEY.finditer(sentence):
@@ -137,6 +140,9 @@ def _wh(sentence: str, span: Span) -> tuple[int, int, str]:
         return start, end, "which year"
     if span.kind == "money":
         return start, end, "how much"
+    if span.kind == "month":
+        return (prep_start, end, f"{prev} which month") if prev in ("in", "since", "until", "by") else (
+            start, end, "which month")
     if span.kind == "number":
         after = sentence[end:].split()
         nxt = after[0].strip(",.;:!?") if after else ""
@@ -149,7 +155,7 @@ def _wh(sentence: str, span: Span) -> tuple[int, int, str]:
         return prep_start, end, "where"
     if prev in _DIRECTION_PREPS and not person:
         return start, end, "where"
-    if prev in ("by", "with", "for") and person:
+    if prev in ("by", "with", "for", "from", "to", "of", "about", "under", "after", "before") and person:
         return start, end, "whom"
     return start, end, "who" if person else "what"
 
