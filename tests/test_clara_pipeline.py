@@ -251,7 +251,8 @@ def test_eval_pdf_on_an_ordinary_pdf_default_path_then_edited_questions(stages, 
     chunks = {c["chunk_id"]: c["text"] for c in map(json.loads, (report / "chunks.jsonl").read_text().splitlines())}
     for pair in map(json.loads, lines):
         assert pair["answer"] in chunks[pair["chunk_id"]] and pair["answer"] not in pair["question"]
-    assert {"zero_shot", "rag_top1", "oracle_chunk"} == set(summary["scenarios"])
+    assert {"zero_shot", "rag_top1", "rag_bm25_top1", "oracle_chunk"} == set(summary["scenarios"])
+    assert summary["scenarios"]["rag_bm25_top1"]["recall@1"] >= 0.5  # the questions reuse their sentence's words
     assert all(m["n"] == len(lines) for m in summary["scenarios"].values())
     assert summary["compression"]["n"] == len(chunks) and summary["compression"]["compression_ratio"] > 1
     md = (report / "report.md").read_text()

@@ -10,7 +10,9 @@ written to the output directory first (chunks.jsonl, qa_pairs.jsonl), so they ca
 edited and passed back (`--qa FILE`).
 
 `evaluate_pdf` then runs the scenarios: zero-shot (no document), RAG (the query reasoner picks
-top-k of the PDF's compressed chunks), oracle (the gold chunk, compressed) and compression
+top-k of the PDF's compressed chunks), RAG with BM25's picks over the raw chunk text (the same
+generator and compressed chunks: a reference for the query reasoner's retrieval), oracle (the
+gold chunk, compressed) and compression
 quality (the chunk regenerated from its memory vectors alone). Compression quality is a stage-1
 skill: a stage-2/3 generator is tuned to answer and no longer paraphrases, so it may be measured
 with another model (the stage-1 one, as upstream's `stage1_paraphrase` evaluation does).
@@ -28,11 +30,12 @@ from typing import Literal, Optional
 import torch
 
 from weighted_mtp.clara.model import CLARA_CONFIG_FILE
-from weighted_mtp.clara.pdf import Chunk, chunk_text, extract_text
+from weighted_mtp.clara.pdf import Chunk, chunk_text, chunks_to_passages, extract_text
 from weighted_mtp.clara.qa_pairs import QAPair, generate_qa, read_qa_jsonl, write_qa_jsonl
 from weighted_mtp.config.load import load_dataclass_config
 from weighted_mtp.errors import ConfigError, DataError, WMTPError
 from weighted_mtp.jsonl import write_jsonl
+from weighted_mtp.rag.retrievers import BM25Retriever
 
 
 @dataclass
@@ -194,8 +197,14 @@ def evaluate_pdf(prep: PreparedPdf, model_dir: str | Path, output_dir: str | Pat
         "rag": answer(model, questions, memory[top], max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size),
     }
     retrieved = [[chunks[i].cid for i in row] for row in top.tolist()]
+    # The same generator on BM25's picks over the raw chunk text: tells a retrieval miss of the
+    # query reasoner from an answer the compressed chunk does not carry.
+    bm25 = [[h.pid for h in row] for row in BM25Retriever.build(chunks_to_passages(chunks)).search(questions, k)]
+    predictions["rag_bm25"] = answer(model, questions, memory[torch.tensor([[index[c] for c in row] for row in bm25])],
+                                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     scenarios = {"zero_shot": scenario_metrics(predictions["zero_shot"], pairs),
-                 f"rag_top{k}": scenario_metrics(predictions["rag"], pairs, retrieved)}
+                 f"rag_top{k}": scenario_metrics(predictions["rag"], pairs, retrieved),
+                 f"rag_bm25_top{k}": scenario_metrics(predictions["rag_bm25"], pairs, bm25)}
     with_gold = [i for i, g in enumerate(gold) if g is not None]
     if with_gold:
         slots = memory[torch.tensor([gold[i] for i in with_gold])].unsqueeze(1)
