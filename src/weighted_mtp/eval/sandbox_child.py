@@ -29,7 +29,7 @@ Protocol on the control socket (frames: 4-byte big-endian length, then a Python 
 EOF on the control socket (the evaluator closed it or died) ends the worker.
 
 Layers: evaluator -> [unshare] -> worker (pid 1 of the PID namespace where there is one; else a
-child subreaper) -> program (forked; setsid; new IPC (+ user) namespace; rlimits; uid).
+child subreaper) -> program (forked; new IPC (+ user) namespace; rlimits; uid).
 """
 
 import atexit
@@ -187,47 +187,66 @@ def scrub(directory, uid=None, keep=()):
             pass
 
 
-def children():
-    """Our direct children (every orphan of a program is one: we are its subreaper)."""
+def descendants():
+    """Every process below us (every orphan of a program is our child: we are its subreaper)."""
     me = os.getpid()
-    try:
-        with open("/proc/self/task/%d/children" % me) as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        pass
-    kids = []
+    parent = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 with open("/proc/%s/stat" % d, "rb") as f:
                     stat = f.read()
-                if int(stat[stat.rindex(b")") + 2:].split()[1]) == me:
-                    kids.append(int(d))
+                parent[int(d)] = int(stat[stat.rindex(b")") + 2:].split()[1])
             except (OSError, ValueError, IndexError):
                 pass
-    return kids
+    below, frontier = set(), {me}
+    while frontier:
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier and pid not in below}
+        below |= frontier
+    return below
 
 
-def kill_everything(pid_init):
+def kill_as(uid):
+    """kill(-1, SIGKILL) sent *as* `uid` reaches exactly its processes (the uid is this worker's
+    alone), all at once, so a fork bomb cannot outrun it."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def kill_everything(cfg):
     """Kill and reap every process the program left behind, so the next program starts alone (and
     RLIMIT_NPROC counts only its own processes)."""
     while True:
-        if pid_init:   # pid 1 of the namespace: kill(-1) reaches every other process in it
+        if cfg["pid_init"]:   # pid 1 of the namespace: kill(-1) reaches every other process in it
             try:
                 os.kill(-1, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        elif cfg["uid"] is not None:
+            kill_as(cfg["uid"])
         else:
-            for pid in children():
+            for pid in descendants():
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        try:
-            pid, _ = os.waitpid(-1, 0 if pid_init else os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
+        reaped = 0
+        while True:   # reap every zombie there is now
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                break
+            reaped += 1
+        if not reaped:
             select.select([], [], [], 0.001)
 
 
@@ -289,7 +308,7 @@ def serve(cfg, chan, req, fds, n):
         err += chunk
     os.close(r)
     st, ru, timed_out, cancelled = wait_program(pid, req["wall_s"], chan)
-    kill_everything(cfg["pid_init"])
+    kill_everything(cfg)
     if st is None:   # killed above and reaped by kill_everything
         rc, cpu = -signal.SIGKILL, None
     else:
@@ -309,6 +328,8 @@ def serve(cfg, chan, req, fds, n):
 
 def worker(cfg):
     """Set up once, then serve requests until EOF. Returns the job in a forked program process."""
+    if cfg["pid_init"] and os.getpid() != 1:   # kill(-1) below must never run outside our own PID namespace
+        raise RuntimeError("expected to be pid 1 of a new PID namespace, am pid %d" % os.getpid())
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     chan = Channel(cfg["ctrl_fd"])
     if cfg["covers"]:
@@ -363,7 +384,8 @@ def user_tasks(uid):
 def setup_program(cfg, req, out_w, err_w, run, keep_fd):
     """In the forked process, before any of the program's code runs."""
     import resource as R
-    os.setsid()
+    if cfg["pid_init"]:   # its own session: kill(0) cannot reach unshare, outside the PID namespace. (Elsewhere it
+        os.setsid()       # stays in the worker's process group, which the evaluator kills if the worker dies.)
     prctl(PR_SET_NAME, ctypes.c_char_p(PROGRAM_NAME))
     prctl(PR_SET_DUMPABLE, ctypes.c_ulong(1))
     if cfg["program_unshare"]:

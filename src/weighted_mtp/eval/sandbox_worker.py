@@ -116,6 +116,22 @@ def tmp_size_mb(file_size_mb: int) -> int:
     return max(64, 4 * int(file_size_mb))
 
 
+def _base_parent(drop_uid: bool) -> str | None:
+    """Where a worker without a mount namespace keeps its run directories: the temp directory,
+    unless the sandbox uid could not traverse its way there, then the first of /tmp, /var/tmp,
+    /dev/shm it can."""
+    if not drop_uid:
+        return None
+    for d in (tempfile.gettempdir(), *_HIDE):
+        real = os.path.realpath(d)
+        try:
+            if os.path.isdir(real) and os.stat(real).st_mode & stat.S_IXOTH and _blocking_ancestor(real + "/x") is None:
+                return real
+        except OSError:
+            continue
+    return None
+
+
 def unshare_prefix(namespaces: tuple[str, ...]) -> list[str]:
     if not namespaces:
         return []
@@ -190,7 +206,7 @@ class Worker:
             if mode.drop_uid:
                 slot = UidSlot.acquire()
             if not private_tmp:   # run directories on the host, one per program, in a base of our own
-                base = tempfile.mkdtemp(prefix="wmtp_sandbox_")
+                base = tempfile.mkdtemp(prefix="wmtp_sandbox_", dir=_base_parent(mode.drop_uid))
                 os.chmod(base, 0o711)
             unshare_flags = (_CLONE_NEWIPC | (_CLONE_NEWUSER if "user" in mode.namespaces else 0)
                              if mode.namespaces else 0)
@@ -360,6 +376,11 @@ class WorkerPool:
             self._busy.clear()
         for worker in workers:
             worker.close()
+
+    def workers(self) -> list[Worker]:
+        """Every live worker of this process, idle or busy."""
+        with self._lock:
+            return [w for ws in self._idle.values() for w in ws] + list(self._busy)
 
     def idle_count(self) -> int:
         with self._lock:
