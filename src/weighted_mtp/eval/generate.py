@@ -3,15 +3,21 @@
 Prompts are encoded the way training encodes them (text tokenized with
 ``add_special_tokens=False`` after ``special_prefix(tokenizer)``), left-padded by hand (the
 tokenizer's own padding side is never touched) and decoded with the model's KV cache by a loop
-of our own rather than HF ``generate``, for throughput:
+of our own rather than HF ``generate``, for throughput (``benchmarks/generation.py``):
 
-* Prompts are batched by length (sorted, so a batch carries little padding); answers come back
-  in the caller's order.
-* A row leaves the batch the step it finishes (EOS, a stop sequence, its token limit): its
-  cache rows are dropped and no further forward pass is spent on it. HF ``generate`` keeps
-  feeding finished rows padding until the slowest row of the batch is done, which on code
-  benchmarks (one runaway row per batch) wastes most of the compute.
-* The prompt forward computes logits for the last position only.
+* Continuous batching: up to ``batch_size`` prompts decode together; a row leaves the batch
+  the step it finishes (EOS, a stop sequence, its token limit), its cache rows dropped, and the
+  next waiting prompt takes its place (its prompt pass run alone, its cache left-padded into the
+  batch's). HF ``generate`` feeds a finished row padding until the slowest row of its batch is
+  done, so a batch costs as many steps as its longest completion.
+* Prompts are taken in order of length, so rows that join together carry little padding, and
+  cache columns that are padding for every remaining row are dropped. Answers come back in the
+  caller's order.
+* The prompt pass computes logits for the last position only.
+
+Joining a running batch needs a cache of plain ``DynamicLayer``s (full attention: Llama, Qwen2,
+GPT-2, ...); other caches (sliding windows) fall back to one batch at a time, finished rows
+still leaving it.
 
 A row stops at EOS (the tokenizer's and any in the model's generation config), at a stop
 sequence (checked on the decoded tail of the row's new tokens; the stop sequence and
@@ -21,7 +27,9 @@ the model's context ends. Only the new text is returned.
 Sampling (temperature, top-p as in HF's ``TopPLogitsWarper``) is reproducible and independent
 of batching: prompt ``i`` of a call samples from its own generator seeded by ``(cfg.seed, i)``,
 so its completion does not depend on the batch size, on the other prompts, or on the caller's
-global RNG (which is left alone). Greedy rows are the argmax of each step's logits.
+global RNG (which is left alone). Greedy rows are the argmax of each step's logits. (Padding
+changes float rounding slightly, so a near-tie can in principle resolve differently in another
+batch; the tests check batched against unbatched and against HF ``generate``.)
 """
 
 from __future__ import annotations
@@ -203,17 +211,12 @@ def generate_completions(model: nn.Module, tokenizer: Any, prompts: Sequence[str
                 f"{ctx} tokens, which leaves no room to generate; shorten the prompt"
             )
     limits = [cfg.max_new_tokens if ctx is None else min(cfg.max_new_tokens, ctx - len(r)) for r in encoded]
-    decoder = _BatchDecoder(lm, tokenizer, cfg)
-    new: list[list[int]] = [[] for _ in encoded]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # stable: ties keep their order
+    decoder = _Decoder(lm, tokenizer, cfg, encoded, limits)
     was_training = lm.training
     lm.eval()
     try:
         with torch.inference_mode():
-            for first in range(0, len(order), cfg.batch_size):
-                batch = order[first:first + cfg.batch_size]
-                for i, ids in zip(batch, decoder.run([encoded[i] for i in batch], [limits[i] for i in batch], batch)):
-                    new[i] = ids
+            new = decoder.run()
     finally:
         lm.train(was_training)
     texts = []
@@ -229,11 +232,68 @@ def generate(model: nn.Module, tokenizer: Any, prompts: list[str], cfg: Generati
     return generate_completions(model, tokenizer, prompts, cfg).texts
 
 
-class _BatchDecoder:
-    """Decodes one batch of encoded prompts, dropping each row from the batch when it finishes."""
+def _left_pad(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    if n == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = n
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
 
-    def __init__(self, lm: nn.Module, tokenizer: Any, cfg: GenerationConfig):
+
+@dataclass
+class _Batch:
+    """The running rows: prompt indices, their KV cache, 2-D attention mask [rows, columns],
+    the position of each row's last token and the token each row feeds next."""
+
+    rows: list[int]
+    cache: Any
+    mask: torch.Tensor
+    last: torch.Tensor
+    tokens: torch.Tensor
+
+    def select(self, keep: list[int]) -> None:
+        sel = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+        self.cache.batch_select_indices(sel)
+        self.rows = [self.rows[j] for j in keep]
+        self.mask, self.last, self.tokens = self.mask[sel], self.last[sel], self.tokens[sel]
+
+    def trim(self) -> None:
+        """Drop the leading cache columns that are padding for every row."""
+        first = int(self.mask.any(dim=0).long().argmax())
+        if first > 0:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
+            self.mask = self.mask[:, first:]
+
+    def absorb(self, other: "_Batch") -> None:
+        """Append `other`'s rows, left-padding the shorter cache (and mask) with masked columns."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        pad_a, pad_b = width - self.mask.shape[1], width - other.mask.shape[1]
+        for a, b in zip(self.cache.layers, other.cache.layers):
+            a.keys = torch.cat([_left_pad(a.keys, pad_a, -2), _left_pad(b.keys, pad_b, -2)])
+            a.values = torch.cat([_left_pad(a.values, pad_a, -2), _left_pad(b.values, pad_b, -2)])
+        self.mask = torch.cat([_left_pad(self.mask, pad_a, 1), _left_pad(other.mask, pad_b, 1)])
+        self.rows += other.rows
+        self.last = torch.cat([self.last, other.last])
+        self.tokens = torch.cat([self.tokens, other.tokens])
+
+
+def _joinable(cache: Any) -> bool:
+    """Rows can join a running batch when every cache layer is a plain full-attention DynamicLayer."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer and getattr(layer, "keys", None) is not None
+                                for layer in layers)
+
+
+class _Decoder:
+    """Continuous batching over all prompts of one call (see the module docstring)."""
+
+    def __init__(self, lm: nn.Module, tokenizer: Any, cfg: GenerationConfig, encoded: list[list[int]],
+                 limits: list[int]):
         self.lm, self.tokenizer, self.cfg = lm, tokenizer, cfg
+        self.encoded, self.limits = encoded, limits
         self.forward = _Forward(lm)
         self.eos = set(eos_token_ids(lm, tokenizer))
         self.pad = pad_token_id(tokenizer)
@@ -241,48 +301,73 @@ class _BatchDecoder:
         # Each token decodes to at least one byte, so a stop sequence that just appeared lies in
         # the last len(bytes) tokens; a few more absorb tokens cut mid-character.
         self.window = max((len(s.encode("utf-8")) for s in cfg.stop), default=0) + 4
+        self.generators: list[torch.Generator | None] = [None] * len(encoded)
+        self.new: list[list[int]] = [[] for _ in encoded]
 
-    def _stopped(self, ids: list[int], limit: int) -> bool:
-        if ids[-1] in self.eos or len(ids) >= limit:
+    def _stopped(self, i: int) -> bool:
+        ids = self.new[i]
+        if ids[-1] in self.eos or len(ids) >= self.limits[i]:
             return True
         if not self.cfg.stop:
             return False
         tail = self.tokenizer.decode(ids[-self.window:], skip_special_tokens=True)
         return any(s in tail for s in self.cfg.stop)
 
-    def run(self, rows: list[list[int]], limits: list[int], indices: list[int]) -> list[list[int]]:
-        """New token ids per row (the stopping token included); ``indices`` seed the sampling."""
-        device, n = self.device, len(rows)
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((n, width), self.pad, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding: every row's last prompt token is at width-1
-            input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
+    def _choose(self, logits: torch.Tensor, batch: _Batch) -> list[int]:
+        """Pick each row's next token, record it, and return the batch rows still running."""
+        gens = [self.generators[i] for i in batch.rows] if self.cfg.temperature > 0 else ()
+        batch.tokens = next_tokens(logits, self.cfg, gens)
+        keep = []
+        for j, (i, t) in enumerate(zip(batch.rows, batch.tokens.tolist())):
+            self.new[i].append(t)
+            if not self._stopped(i):
+                keep.append(j)
+        return keep
+
+    def _prefill(self, rows: list[int]) -> _Batch:
+        width = max(len(self.encoded[i]) for i in rows)
+        input_ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, i in enumerate(rows):  # left padding: every row's last prompt token is at width-1
+            r = self.encoded[i]
+            input_ids[j, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[j, width - len(r):] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as HF generate numbers them
-        generators = []
         if self.cfg.temperature > 0:
-            generators = [torch.Generator(device=device).manual_seed(row_seed(self.cfg.seed, i)) for i in indices]
+            for i in rows:
+                self.generators[i] = torch.Generator(device=self.device).manual_seed(row_seed(self.cfg.seed, i))
         cache = self.forward.new_cache()
         logits = self.forward(input_ids, mask, positions, cache)
-        last = positions[:, -1]
-        active = list(range(n))  # batch row j holds rows[active[j]]
-        new: list[list[int]] = [[] for _ in rows]
-        while True:
-            tokens = next_tokens(logits, self.cfg, [generators[i] for i in active] if generators else ())
-            keep = []
-            for j, (i, t) in enumerate(zip(active, tokens.tolist())):
-                new[i].append(t)
-                if not self._stopped(new[i], limits[i]):
-                    keep.append(j)
-            if not keep:
-                return new
-            if len(keep) < len(active):  # finished rows leave the batch and its cache
-                sel = torch.tensor(keep, device=device)
-                cache.batch_select_indices(sel)
-                tokens, mask, last = tokens[sel], mask[sel], last[sel]
-                active = [active[j] for j in keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-            last = last + 1
-            logits = self.forward(tokens[:, None], mask, last[:, None], cache)
+        batch = _Batch(rows=list(rows), cache=cache, mask=mask, last=positions[:, -1], tokens=input_ids[:, -1])
+        keep = self._choose(logits, batch)
+        if len(keep) < len(rows):
+            batch.select(keep)
+        return batch
+
+    def run(self) -> list[list[int]]:
+        """New token ids per prompt (the stopping token included)."""
+        size = self.cfg.batch_size
+        queue = sorted(range(len(self.encoded)), key=lambda i: len(self.encoded[i]))  # stable
+        batch: _Batch | None = None
+        joinable = True
+        while queue or (batch is not None and batch.rows):
+            free = size - (len(batch.rows) if batch is not None else 0)
+            if queue and free > 0 and (batch is None or not batch.rows or joinable):
+                group, queue = queue[:free], queue[free:]
+                joined = self._prefill(group)
+                joinable = joinable and _joinable(joined.cache)
+                if batch is None or not batch.rows:
+                    batch = joined
+                elif joined.rows:
+                    batch.absorb(joined)
+                continue
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
+            batch.last = batch.last + 1
+            logits = self.forward(batch.tokens[:, None], batch.mask, batch.last[:, None], batch.cache)
+            keep = self._choose(logits, batch)
+            if len(keep) < len(batch.rows):  # finished rows leave the batch and its cache
+                batch.select(keep)
+                if joinable and batch.rows:
+                    batch.trim()
+        return self.new
