@@ -333,3 +333,26 @@ def test_pool_keeps_one_worker_per_concurrent_run():
     results = run_programs([f"print({i})" for i in range(12)], LIMITS, workers=3)
     assert [r.stdout_tail for r in results] == [f"{i}\n" for i in range(12)]
     assert 1 <= POOL.idle_count() <= 3
+
+
+def test_a_forked_evaluator_starts_its_own_workers():
+    """A child of the evaluator (a DataLoader worker, multiprocessing) never uses or kills its
+    parent's workers; the parent's keep serving."""
+    still_works()
+    idle = POOL.idle_count()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # pragma: no cover - runs in the child
+        try:
+            os.close(r)
+            ok = POOL.idle_count() == 0 and run_program("print('child')", LIMITS).stdout_tail == "child\n"
+            shutdown_workers()
+            os.write(w, b"ok" if ok else b"bad")
+        finally:
+            os._exit(0)
+    os.close(w)
+    assert os.read(r, 10) == b"ok"
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert POOL.idle_count() == idle
+    still_works()

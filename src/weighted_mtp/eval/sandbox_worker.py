@@ -388,9 +388,18 @@ class WorkerPool:
             return sum(len(ws) for ws in self._idle.values())
 
     def _forget_after_fork(self) -> None:
-        # A forked child must not kill or use its parent's workers: drop them (kept referenced, so no
-        # finaliser runs) and start afresh.
-        _ORPHANED.append((self._idle, self._busy))
+        # A forked child must not kill or use its parent's workers: it closes its copies of their
+        # sockets (so a worker still sees EOF when the evaluator dies, and its uid is free once the
+        # parent releases it), keeps the rest referenced (no finaliser runs) and starts afresh.
+        workers = [w for ws in self._idle.values() for w in ws] + list(self._busy)
+        for worker in workers:
+            for closable in (worker.sock, worker.slot._sock if worker.slot is not None else None):
+                try:
+                    if closable is not None:
+                        closable.close()
+                except OSError:
+                    pass
+        _ORPHANED.append(workers)
         self._lock = threading.Lock()
         self._idle, self._busy = {}, set()
 
