@@ -26,8 +26,10 @@ def trained_run(tmp_path, micro_model_dir):
 
 
 def test_prompt_format_follows_the_training_run(trained_run, micro_model_dir):
+    from weighted_mtp.models.load import load_tokenizer
+
     assert resolve_prompt_format("auto", trained_run / "final")[0] == "alpaca"
-    assert resolve_prompt_format("auto", micro_model_dir)[0] == "raw"
+    assert resolve_prompt_format("auto", micro_model_dir, load_tokenizer(micro_model_dir))[0] == "raw"
     assert resolve_prompt_format("raw", trained_run / "final") == ("raw", "given with --prompt-format")
 
 
@@ -39,14 +41,16 @@ def test_eval_writes_per_seed_results_and_marks_a_subset(trained_run, monkeypatc
     calls = []
 
     def fake_generate(model, tokenizer, prompts, cfg):
+        from weighted_mtp.eval.generate import Generation
+
         calls.append(cfg.seed)
         out = []
         for i, prompt in enumerate(prompts):
             solution = next(code for instr, code in canonical.items() if instr in prompt)
             out.append(solution if i % 2 == 0 else "def nothing():\n    pass\n")
-        return out
+        return Generation(texts=out, new_tokens=[5] * len(out), seconds=2.0, forward_passes=5)
 
-    monkeypatch.setattr("weighted_mtp.eval.generate.generate", fake_generate)
+    monkeypatch.setattr("weighted_mtp.eval.generate.generate_completions", fake_generate)
     settings = EvalSettings(benchmark="embedded", limit=3, n=4, ks=[1, 2], temperature=0.7, seeds=[0, 1])
     summary = evaluate_checkpoint(trained_run / "final", settings)
     assert calls == [0, 1]
@@ -54,6 +58,9 @@ def test_eval_writes_per_seed_results_and_marks_a_subset(trained_run, monkeypatc
     assert json.loads((out / "summary.json").read_text()) == summary
     assert summary["subset"] is True and summary["n_tasks"] == 3 and summary["n_tasks_total"] > 3
     assert summary["prompt_format"] == "alpaca" and summary["temperature_selected_on"] is None
+    # Generation is timed apart from execution: 12 samples x 5 tokens per seed in 2 s per seed.
+    assert summary["generated_tokens"] == 120 and summary["generation_seconds"] == 4.0
+    assert summary["generated_tokens_per_s"] == 30.0 and summary["forward_passes"] == 10
     # pass@1 = c/n = 0.5; pass@2 = 1 - C(2,2)/C(4,2) = 1 - 1/6
     assert summary["pass_at_k"]["1"] == pytest.approx([0.5, 0.5])
     assert summary["pass_at_k"]["2"] == pytest.approx([5 / 6, 5 / 6])

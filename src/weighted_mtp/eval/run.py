@@ -24,8 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from weighted_mtp.errors import ConfigError, WMTPError
+from weighted_mtp.eval.prompts import CHAT_STOP, has_chat_template
+from weighted_mtp.models.gguf_import import SMOLLM2_SPEC
+from weighted_mtp.models.micro import MICRO_SPEC
 
 TEMPERATURE_FILE = "temperature.json"
+# Model names `wmtp eval` accepts besides directories, as `models.policy.path` does in configs.
+MODEL_NAMES = (SMOLLM2_SPEC, MICRO_SPEC)
 
 
 @dataclass
@@ -56,22 +61,46 @@ def find_run_dir(checkpoint: Path) -> Path | None:
     return None
 
 
-def resolve_prompt_format(requested: str, checkpoint: Path) -> tuple[str, str]:
-    """(format, why). Models trained here saw the Alpaca template; anything else gets the raw
-    code prompt, as the benchmark's authors intended."""
+def resolve_prompt_format(requested: str, checkpoint: Path, tokenizer: Any = None) -> tuple[str, str]:
+    """(format, why). Models trained here saw the Alpaca template; an instruct model (its
+    tokenizer has a chat template) is asked through that template, as its users ask it;
+    anything else gets the raw code prompt, as the benchmark's authors intended."""
     if requested != "auto":
         return requested, "given with --prompt-format"
     run = find_run_dir(checkpoint)
     if run is not None:
         return "alpaca", f"the training template of {run} (Alpaca)"
-    return "raw", "no training run found next to the checkpoint: the benchmark's own prompt"
+    if tokenizer is not None and has_chat_template(tokenizer):
+        return "chat", "not trained here and its tokenizer has a chat template: chat, EvalPlus-style instruction"
+    return "raw", "no training run found next to the checkpoint and no chat template: the benchmark's own prompt"
+
+
+def resolve_checkpoint(spec: str | Path) -> tuple[Path, str | None]:
+    """(model directory, name): a directory, or a model name configs accept
+    (`embedded:smollm2`, `embedded:micro-llama`), built or imported once and cached."""
+    text = str(spec)
+    if text.startswith("embedded:"):
+        if text not in MODEL_NAMES:
+            raise ConfigError(f"wmtp eval: unknown model name {text!r}; known: {', '.join(MODEL_NAMES)} "
+                              "(or give a model directory)")
+        from weighted_mtp.models.load import resolve_model_path
+
+        return resolve_model_path(text), text
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise ConfigError(f"wmtp eval: {spec} not found (give a model directory, or one of {', '.join(MODEL_NAMES)})")
+    return path, None
 
 
 def _eval_name(settings: EvalSettings) -> str:
     return settings.benchmark if settings.split == "test" else f"{settings.benchmark}-{settings.split}"
 
 
-def default_output_dir(checkpoint: Path) -> Path:
+def default_output_dir(checkpoint: Path, name: str | None = None) -> Path:
+    """<run dir>/eval for checkpoints of a training run; runs/eval/<model> for a named model
+    (not beside its cached directory); else <checkpoint>-eval beside the checkpoint."""
+    if name is not None:
+        return Path("runs") / "eval" / name.split(":", 1)[-1]
     run = find_run_dir(checkpoint)
     return (run / "eval") if run is not None else checkpoint.with_name(checkpoint.name + "-eval")
 
@@ -98,28 +127,30 @@ def _load_model(checkpoint: Path):
 
 def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_dir: str | Path | None = None,
                         *, model_and_tokenizer=None) -> dict[str, Any]:
-    """Generate, execute, score for every seed; returns the summary (also written to disk)."""
-    from weighted_mtp.eval.generate import GenerationConfig, generate
+    """Generate, execute, score for every seed; returns the summary (also written to disk).
+    `checkpoint`: a model directory or a model name (`embedded:smollm2`)."""
+    from weighted_mtp.eval.generate import GenerationConfig, generate_completions
     from weighted_mtp.eval.sandbox import SandboxLimits
     from weighted_mtp.eval.score import score_samples
     from weighted_mtp.eval.tasks import build_prompt, load_benchmark
 
-    checkpoint = Path(checkpoint)
+    checkpoint, model_name = resolve_checkpoint(checkpoint)
     if settings.n < max(settings.ks):
         raise ConfigError(f"--k {max(settings.ks)} needs at least that many samples per task, got --n {settings.n}")
     if settings.temperature == 0 and settings.n > 1:
         raise ConfigError("--temperature 0 (greedy) gives n identical samples; use --n 1 or a temperature > 0")
     bench = load_benchmark(settings.benchmark, path=settings.benchmark_file, split=settings.split,
                            limit=settings.limit)
-    prompt_format, why = resolve_prompt_format(settings.prompt_format, checkpoint)
     model, tokenizer = model_and_tokenizer or _load_model(checkpoint)
-    out_dir = Path(output_dir) if output_dir else default_output_dir(checkpoint)
+    prompt_format, why = resolve_prompt_format(settings.prompt_format, checkpoint, tokenizer)
+    out_dir = Path(output_dir) if output_dir else default_output_dir(checkpoint, model_name)
     bench_dir = out_dir / _eval_name(settings)
-    prompts = [build_prompt(task, prompt_format) for task in bench.tasks]
+    prompts = [build_prompt(task, prompt_format, tokenizer) for task in bench.tasks]
     limits = SandboxLimits(cpu_s=settings.timeout_s, wall_s=2 * settings.timeout_s + 2)
     per_seed: dict[str, list[float]] = {str(k): [] for k in settings.ks}
     start = time.perf_counter()
-    n_generated_tokens = 0
+    gen_seconds = exec_seconds = 0.0
+    n_generated_tokens = n_forward = 0
     for seed in settings.seeds:
         seed_dir = bench_dir / f"seed{seed}"
         seed_dir.mkdir(parents=True, exist_ok=True)
@@ -127,17 +158,24 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_d
         gen = GenerationConfig(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                                top_p=settings.top_p, stop=STOP_SEQUENCES[prompt_format], seed=seed,
                                batch_size=settings.batch_size)
-        completions = generate(model, tokenizer, [p for p in prompts for _ in range(settings.n)], gen)
-        n_generated_tokens += sum(len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in completions)
+        generation = generate_completions(model, tokenizer, [p for p in prompts for _ in range(settings.n)], gen)
+        completions = generation.texts
+        gen_seconds += generation.seconds
+        n_generated_tokens += sum(generation.new_tokens)
+        n_forward += generation.forward_passes
         samples = [{"task_id": task.task_id, "completion": completions[i * settings.n + j], "seed": seed}
                    for i, task in enumerate(bench.tasks) for j in range(settings.n)]
+        t0 = time.perf_counter()
         scored = score_samples(samples, bench, ks=settings.ks, prompt_format=prompt_format, limits=limits,
                                workers=settings.workers)
+        exec_seconds += time.perf_counter() - t0
         _write_jsonl(seed_dir / "samples.jsonl", scored.rows)
         _write_jsonl(seed_dir / "per_task.jsonl", scored.per_task)
         for k in settings.ks:
             per_seed[str(k)].append(float(scored.pass_at_k[k]))
-        print(f"seed {seed}: " + ", ".join(f"pass@{k} {scored.pass_at_k[k]:.4f}" for k in settings.ks))
+        print(f"seed {seed}: " + ", ".join(f"pass@{k} {scored.pass_at_k[k]:.4f}" for k in settings.ks)
+              + f" (generation {generation.seconds:.1f} s, {generation.tokens_per_s:.1f} tokens/s; "
+              f"execution {time.perf_counter() - t0:.1f} s)")
     elapsed = time.perf_counter() - start
     run = find_run_dir(checkpoint)
     summary = {
@@ -146,10 +184,16 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_d
         "n": settings.n, "ks": settings.ks, "temperature": settings.temperature, "top_p": settings.top_p,
         "temperature_selected_on": settings.temperature_selected_on,
         "seeds": settings.seeds, "prompt_format": prompt_format, "prompt_format_reason": why,
-        "max_new_tokens": settings.max_new_tokens, "checkpoint": str(checkpoint),
+        "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size,
+        "model": model_name or str(checkpoint), "checkpoint": str(checkpoint),
         "run_dir": str(run) if run else None, "sandbox": asdict(limits),
         "pass_at_k": per_seed, "seconds": round(elapsed, 1),
-        "generated_tokens_per_s": round(n_generated_tokens / max(elapsed, 1e-9), 1),
+        # Generation alone: every token the model produced (up to its EOS or stop sequence,
+        # those included) over the generation wall time; execution is timed apart.
+        "generation_seconds": round(gen_seconds, 1), "generated_tokens": n_generated_tokens,
+        "forward_passes": n_forward,
+        "generated_tokens_per_s": round(n_generated_tokens / max(gen_seconds, 1e-9), 1),
+        "execution_seconds": round(exec_seconds, 1),
     }
     tmp = bench_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
@@ -163,6 +207,8 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_d
 STOP_SEQUENCES = {
     "raw": ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert"),
     "alpaca": ("\n### Instruction", "\nif __name__", "\nassert"),
+    # The prompt opened a ```python fence: the code ends where the model closes it.
+    "chat": CHAT_STOP,
 }
 
 
@@ -187,15 +233,15 @@ def select_temperature(checkpoint: str | Path, settings: EvalSettings, candidate
     if settings.split != "valid":
         raise ConfigError("--select-temperature chooses on a validation split only: use --split valid "
                           f"(got --split {settings.split})")
-    checkpoint = Path(checkpoint)
-    out_dir = Path(output_dir) if output_dir else default_output_dir(checkpoint)
+    checkpoint, model_name = resolve_checkpoint(checkpoint)
+    out_dir = Path(output_dir) if output_dir else default_output_dir(checkpoint, model_name)
     model_and_tokenizer = _load_model(checkpoint)
     k = 1
     scores = {}
     for t in candidates:
         trial = EvalSettings(**{**asdict(settings), "temperature": t, "n": settings.n if t > 0 else 1,
                                 "ks": sorted({1, *settings.ks}) if t > 0 else [1]})
-        summary = evaluate_checkpoint(checkpoint, trial, out_dir / "select-temperature" / f"t{t:g}",
+        summary = evaluate_checkpoint(model_name or checkpoint, trial, out_dir / "select-temperature" / f"t{t:g}",
                                       model_and_tokenizer=model_and_tokenizer)
         values = summary["pass_at_k"][str(k)]
         scores[t] = sum(values) / len(values)
@@ -209,7 +255,8 @@ def select_temperature(checkpoint: str | Path, settings: EvalSettings, candidate
     return choice
 
 
-def resolve_temperature(value: str, checkpoint: Path, output_dir: Path | None) -> tuple[float, str | None]:
+def resolve_temperature(value: str, checkpoint: Path, output_dir: Path | None,
+                        model_name: str | None = None) -> tuple[float, str | None]:
     """A number, or `auto`: the choice `--select-temperature` saved for this checkpoint."""
     if value != "auto":
         try:
@@ -219,10 +266,10 @@ def resolve_temperature(value: str, checkpoint: Path, output_dir: Path | None) -
         if not math.isfinite(t) or t < 0:
             raise ConfigError(f"--temperature must be >= 0, got {value}")
         return t, None
-    path = (output_dir or default_output_dir(checkpoint)) / TEMPERATURE_FILE
+    path = (output_dir or default_output_dir(checkpoint, model_name)) / TEMPERATURE_FILE
     if not path.is_file():
-        raise ConfigError(f"--temperature auto: {path} not found; run `wmtp eval {checkpoint} --split valid "
-                          "--select-temperature 0.2,0.6,1.0` first")
+        raise ConfigError(f"--temperature auto: {path} not found; run `wmtp eval {model_name or checkpoint} "
+                          "--split valid --select-temperature 0.2,0.6,1.0` first")
     choice = json.loads(path.read_text())
     return float(choice["temperature"]), choice["selected_on"]
 
@@ -240,7 +287,7 @@ def _int_list(text: str, option: str) -> list[int]:
 def cmd_eval_checkpoint(args) -> int:
     if args.checkpoint is None:
         raise ConfigError("wmtp eval needs a CHECKPOINT directory or --samples FILE")
-    checkpoint = Path(args.checkpoint)
+    checkpoint, model_name = resolve_checkpoint(args.checkpoint)
     output_dir = Path(args.output_dir) if args.output_dir else None
     settings = EvalSettings(
         benchmark=args.benchmark, split=args.split, benchmark_file=args.benchmark_file, n=args.n,
@@ -254,16 +301,19 @@ def cmd_eval_checkpoint(args) -> int:
         except ValueError:
             raise ConfigError(f"--select-temperature takes comma-separated numbers, got "
                               f"{args.select_temperature!r}") from None
-        select_temperature(checkpoint, settings, candidates, output_dir)
+        select_temperature(model_name or checkpoint, settings, candidates, output_dir)
         return 0
     settings.temperature, settings.temperature_selected_on = resolve_temperature(args.temperature, checkpoint,
-                                                                                 output_dir)
-    summary = evaluate_checkpoint(checkpoint, settings, output_dir)
+                                                                                 output_dir, model_name)
+    summary = evaluate_checkpoint(model_name or checkpoint, settings, output_dir)
     name = _eval_name(settings)
-    where = (output_dir or default_output_dir(checkpoint)) / name
+    where = (output_dir or default_output_dir(checkpoint, model_name)) / name
     subset = f" (subset: {summary['n_tasks']} of {summary['n_tasks_total']} tasks)" if summary["subset"] else ""
     means = ", ".join(f"pass@{k} {sum(v) / len(v):.4f}" for k, v in summary["pass_at_k"].items())
     print(f"{name}{subset}, {summary['prompt_format']} prompts, T={summary['temperature']:g}, "
           f"n={summary['n']}, seeds {summary['seeds']}: {means}")
+    print(f"generation {summary['generation_seconds']:.1f} s ({summary['generated_tokens']} tokens, "
+          f"{summary['generated_tokens_per_s']:.1f} tokens/s), execution {summary['execution_seconds']:.1f} s, "
+          f"total {summary['seconds']:.1f} s")
     print(f"written to {where}")
     return 0

