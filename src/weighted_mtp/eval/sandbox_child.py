@@ -5,14 +5,15 @@
 time. Starting an interpreter and setting up namespaces cost far more than running a typical test
 program, so both are paid once per worker. Each program still gets a fresh process, forked from
 the worker (a clean copy of an interpreter that has imported nothing of any program), a fresh run
-directory, its own IPC namespace (and, in a user namespace, a nested user namespace of its own, so
-it has no capability over the worker), its own rlimits, the worker's sandbox uid and its own
-session; before the next program starts, every process it started is killed and reaped, and its
-run directory and whatever it left in /tmp, /var/tmp and /dev/shm (private to the worker where
-there is a mount namespace) are deleted. The worker itself is not dumpable (no ptrace, no
-/proc/<pid>/mem), is pid 1 of its PID namespace where there is one (a namespace init gets no
-signal from inside that it has no handler for), else the subreaper of every process a program
-starts, and runs as root or as the evaluator's user, never as the program's uid.
+directory, its own IPC namespace where the kernel allows one (and, in a user namespace, a nested
+user namespace of its own, so it has no capability over the worker), its own rlimits and the
+worker's sandbox uid; before the next program starts, every process it started is killed and
+reaped, and its run directory and whatever it left in /tmp, /var/tmp and /dev/shm (private to the
+worker where there is a mount namespace) are deleted. The worker itself is not dumpable (no
+ptrace, no /proc/<pid>/mem), is pid 1 of its PID namespace where there is one (a namespace init
+gets no signal from inside that it has no handler for; the program gets a session of its own,
+so kill(0) cannot reach `unshare` either), else the subreaper of every process a program starts,
+and runs as root or as the evaluator's user, never as the program's uid.
 
 How a program ends differs from a fresh interpreter in one way: like os._exit after the normal
 exit steps (non-daemon threads joined, atexit handlers run, stdout and stderr flushed), the heap is
@@ -45,7 +46,7 @@ import types
 import _socket
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NAME, PR_SET_CHILD_SUBREAPER = 1, 4, 15, 36
-CLONE_NEWUSER = 0x10000000
+CLONE_NEWIPC, CLONE_NEWUSER = 0x08000000, 0x10000000
 MS_NOSUID, MS_NODEV, MS_BIND, MS_REC = 2, 4, 4096, 16384
 WORKER_NAME, PROGRAM_NAME = b"wmtp-sandbox-w", b"wmtp-sandbox-p"   # /proc/<pid>/comm (tests count them)
 PROGRAM = "../program.py"   # relative to the program's working directory, as its tracebacks show it
@@ -351,7 +352,9 @@ def worker(cfg):
     n = 0
     while True:
         msg = chan.recv()
-        if msg is None:
+        if msg is None:   # the evaluator is gone: so are we (and, without a mount namespace, our base)
+            if not cfg["scrub"]:
+                remove_tree(cfg["base"])
             os._exit(0)
         req, fds = msg
         if "source" not in req or len(fds) != 2:   # a late cancel, or garbage
@@ -389,7 +392,12 @@ def setup_program(cfg, req, out_w, err_w, run, keep_fd):
     prctl(PR_SET_NAME, ctypes.c_char_p(PROGRAM_NAME))
     prctl(PR_SET_DUMPABLE, ctypes.c_ulong(1))
     if cfg["program_unshare"]:
-        unshare(cfg["program_unshare"])
+        try:
+            unshare(cfg["program_unshare"])
+        except OSError:   # a kernel or seccomp policy without IPC namespaces: the rest still applies
+            if not cfg["program_unshare"] & CLONE_NEWIPC:
+                raise
+            unshare(cfg["program_unshare"] & ~CLONE_NEWIPC)
         if cfg["program_unshare"] & CLONE_NEWUSER:   # root of its own user namespace: no capability over the worker's
             for name, text in (("setgroups", "deny"), ("uid_map", "0 0 1"), ("gid_map", "0 0 1")):
                 with open("/proc/self/" + name, "w") as f:
