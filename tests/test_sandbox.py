@@ -356,3 +356,9 @@ def test_a_forked_evaluator_starts_its_own_workers():
     os.waitpid(pid, 0)
     assert POOL.idle_count() == idle
     still_works()
+
+
+def test_source_that_is_not_valid_unicode_is_an_error_not_a_crash():
+    results = run_programs(["print('\udc80')", "print('next')"], LIMITS, workers=1)
+    assert results[0].status == "error" and "UnicodeEncodeError" in results[0].stderr_tail
+    assert results[1].status == "passed" and results[1].stdout_tail == "next\n"

@@ -286,15 +286,16 @@ def serve(cfg, chan, req, fds, n):
     """Run one request. Returns None in the worker; in the forked program process, the job."""
     out_w, err_w = fds
     run = os.path.join(cfg["base"], "wmtp_run" if cfg["scrub"] else "r%d" % n)
+    pipe = ()
     try:
         prepare(run, req, cfg["uid"])
-        r, w = os.pipe()
+        pipe = r, w = os.pipe()
         pid = os.fork()
-    except OSError as e:
-        for fd in (out_w, err_w):
+    except (OSError, ValueError) as e:   # (ValueError: a source that is not valid Unicode)
+        for fd in (out_w, err_w, *pipe):
             os.close(fd)
         remove_tree(run)
-        chan.send({"sandbox_error": "cannot start the program: %s" % e})
+        chan.send({"sandbox_error": "cannot start the program: %s: %s" % (type(e).__name__, e)})
         return None
     if pid == 0:
         os.close(r)
