@@ -3,8 +3,8 @@
 The arms of the weighting comparison are policy configs (stage baseline, verifiable, rho1). Some
 read another stage's model, and the plan wires that explicitly, as `wmtp quickstart` does:
 
-    uniform (baseline) ──► value critic (pairwise, on the baseline's trunk) ──► critic, random_matched, shuffled
-            └──────────────────────────────────────────────────────────────► rho1 (reference = the baseline's final model)
+    uniform (baseline) ──► value_critic (pairwise, on its trunk) ──► critic, random_matched, shuffled
+            └──────────────────────────────────────────────────► rho1 (reference: the baseline's final model)
 
 - a verifiable arm with a separate critic and no `models.critic.path` gets the seed's value
   critic (`--critic-config`, default configs/critic/critic_pairwise.yaml, trained with

@@ -97,8 +97,8 @@ def study_summary(plan: StudyPlan, seeds: list[int], output_dir: Path, settings:
         "stages": [{"name": s.name, "config": str(s.config), "arm": s.is_arm, "links": [list(x) for x in s.links]}
                    for s in plan.stages],
         "overrides": list(plan.overrides), "output_dir": str(output_dir),
-        "cost": {"train": train_cost, "eval": eval_cost, "train_total": sum(sum(v.values()) for v in train_cost.values()),
-                 "eval_total": sum(eval_cost.values())},
+        "cost": {"train": train_cost, "eval": eval_cost,
+                 "train_total": sum(sum(v.values()) for v in train_cost.values()), "eval_total": sum(eval_cost.values())},
         "temperatures": temperatures, "val_loss": val_loss,
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, torch threads {_threads()}",
     }
