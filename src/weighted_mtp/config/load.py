@@ -251,6 +251,13 @@ def validate(cfg: Config, source: str = "<config>") -> None:
     _check(0 <= t.lr_scheduler.warmup_ratio < 1, source, "training.lr_scheduler.warmup_ratio", "must be in [0, 1)")
     _check(0 <= t.lr_scheduler.min_lr_ratio <= 1, source, "training.lr_scheduler.min_lr_ratio", "must be in [0, 1]")
     _check(t.loss.chunk_size >= 1, source, "training.loss.chunk_size", "must be >= 1")
+    scales = t.loss.head_scales
+    if scales is not None:
+        k = cfg.models.policy.n_future_tokens
+        _check(len(scales) == k, source, "training.loss.head_scales",
+               f"must have one value per head (models.policy.n_future_tokens = {k}), got {len(scales)}")
+        _check(all(v >= 0 for v in scales) and any(v > 0 for v in scales), source, "training.loss.head_scales",
+               f"must be >= 0 with at least one > 0, got {scales}")
     _check(t.log_interval >= 1, source, "training.log_interval", "must be >= 1")
     _check(s.n_samples >= 1, source, "data_sampling.n_samples", "must be >= 1")
     _check(s.val_n_samples >= 0, source, "data_sampling.val_n_samples", "must be >= 0")

@@ -26,8 +26,13 @@ class PolicyModelConfig:
     # Defaults to `path`.
     tokenizer_path: Optional[str] = None
     name: str = ""
-    # K: head 1 is the LM's own last block; heads 2..K are copies of it.
+    # K: head 1 is the LM's own last block; heads 2..K are extra heads (`head_type`).
     n_future_tokens: int = 4
+    # parallel: heads 2..K are copies of the last block, all reading the trunk (Meta, Gloeckle
+    # et al. 2024). sequential: head k+1 reads head k's output and the embedding of token t+k
+    # through two norms, a 2D -> D projection and one block (DeepSeek-V3; transformers' MtpModel
+    # layout, see `models.sequential_heads`).
+    head_type: Literal["parallel", "sequential"] = "parallel"
     # Parameter dtype at load time. Mixed precision is `training.mixed_precision`.
     dtype: Literal["float32", "bfloat16"] = "float32"
 
@@ -126,6 +131,10 @@ class LossConfig:
     normalization: Literal["token_mean", "weight_mean"] = "token_mean"
     # Rows per fused unembedding + CE chunk: the largest logits tensor is [chunk_size, vocab].
     chunk_size: int = 1024
+    # Per-head loss scales s_1..s_K: loss = sum_k s_k L_k (each L_k normalised by its own
+    # targets). null: the mean over heads. DeepSeek-V3 with K = 2: [1.0, 0.3] early, [1.0, 0.1]
+    # later. A 0 skips that head's CE entirely (e.g. a frozen head 1 in stage mtp_heads).
+    head_scales: Optional[list[float]] = None
 
 
 @dataclass

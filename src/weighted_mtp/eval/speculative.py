@@ -17,11 +17,19 @@ token for token the plain greedy output of ``model.lm`` (up to floating-point di
 between scoring several positions in one pass and one at a time, which can only matter at an
 exact tie); EOS and max_new_tokens are applied to the kept tokens exactly as greedy does.
 
-The extra heads are full decoder blocks attending over the trunk states of all earlier
+Parallel heads are full decoder blocks attending over the trunk states of all earlier
 positions, so each keeps its own KV cache (a DynamicCache holding the last layer's slot),
 fed with the trunk states of exactly the positions the LM's cache holds and cropped with it.
 Each pass reuses the last block's call arguments (mask, rotary embeddings, position ids) for
 the heads, swapping only the cache, the same way ``MTPModel.forward`` runs the heads.
+
+Sequential heads (DeepSeek-V3) draft one after another from the LM's output at the last
+verified position and the token just committed (`eval.sequential_drafter`): the chain runs
+between verification passes, one block per draft, as transformers' ``use_mtp=True`` does.
+
+``draft_vocab`` restricts the drafts' argmax to a subset of token ids (verification keeps the
+full vocabulary, so the output is unchanged): the heads' share of a step then no longer
+includes a full [D, V] unembedding each.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from torch import Tensor, nn
 
 from weighted_mtp.errors import WMTPError
 from weighted_mtp.eval.generate import causal_lm
+from weighted_mtp.eval.sequential_drafter import SequentialDrafter
 from weighted_mtp.models.hf_layout import find_layout
 
 
@@ -42,6 +51,7 @@ class SpeculativeResult:
     tokens: list[int]  # the new tokens (EOS included when it stopped the decode)
     n_forward: int  # forward passes of the LM (the prompt's included)
     accepted_per_step: list[int] = field(default_factory=list)  # drafts accepted by each verification pass
+    drafts_per_step: list[int] = field(default_factory=list)  # drafts offered to each verification pass
 
     @property
     def tokens_per_forward(self) -> float:
@@ -66,7 +76,10 @@ def _check_inputs(input_ids: Tensor, max_new_tokens: int) -> None:
 def _new_cache(lm: nn.Module):
     from transformers import DynamicCache
 
-    return DynamicCache(config=lm.config)
+    cache = DynamicCache(config=lm.config)
+    if hasattr(cache, "activate_past_recording"):  # sliding-window layers must survive a crop
+        cache.activate_past_recording()
+    return cache
 
 
 def _crop(cache, n_remove: int) -> None:
@@ -113,12 +126,15 @@ class _MTPStepper:
     """One cached forward of head 1 over new tokens, plus the extra heads over the same
     positions with their own caches."""
 
-    def __init__(self, model, n_heads: int):
+    def __init__(self, model, n_heads: int, draft_vocab: Tensor | None = None):
         self.lm = model.lm
         self.heads = list(model.extra_heads)[:n_heads]  # heads not drafting are not run at all
         layout = find_layout(self.lm)
         self.final_norm = layout.final_norm
         self.unembedding = model.unembedding
+        weight = model.unembedding.weight
+        self.vocab = None if draft_vocab is None else draft_vocab.to(weight.device, torch.long)
+        self.draft_weight = weight if self.vocab is None else weight.index_select(0, self.vocab).contiguous()
         self.last_block = layout.layers[-1]
         self.cache = _new_cache(self.lm)
         self.head_caches = [_new_cache(self.lm) for _ in self.heads]
@@ -172,7 +188,9 @@ class _MTPStepper:
         if n <= 0:
             return []
         h = torch.stack([h[position] for h in hidden[:n]])  # [n, D]: one norm and one unembedding
-        return self.unembedding(self.final_norm(h)).argmax(-1).tolist()
+        if self.vocab is None:
+            return self.unembedding(self.final_norm(h)).argmax(-1).tolist()
+        return self.vocab[(self.final_norm(h) @ self.draft_weight.t()).argmax(-1)].tolist()
 
     def crop(self, n_remove: int) -> None:
         for cache in [self.cache, *self.head_caches]:
@@ -182,13 +200,15 @@ class _MTPStepper:
 @torch.inference_mode()
 def self_speculative_greedy(model, input_ids: Tensor, max_new_tokens: int,
                             eos_token_id: int | Sequence[int] | None = None,
-                            max_drafts: int | None = None) -> SpeculativeResult:
-    """Greedy decoding of head 1 accelerated by drafting with heads 2..K of an MTPModel; the
-    tokens equal ``greedy_decode``'s. ``accepted_per_step[i]`` is the number of drafts the i-th
-    verification pass accepted (each pass keeps that many plus one token of head 1).
+                            max_drafts: int | None = None, draft_vocab: Tensor | None = None) -> SpeculativeResult:
+    """Greedy decoding of head 1 accelerated by drafting with heads 2..K of an MTPModel
+    (parallel or sequential heads); the tokens equal ``greedy_decode``'s.
+    ``accepted_per_step[i]`` is the number of drafts the i-th verification pass accepted (each
+    pass keeps that many plus one token of head 1) out of ``drafts_per_step[i]``.
 
     ``max_drafts`` (default K-1) drafts with heads 2..max_drafts+1 only; the others are not
-    run. Fewer drafts make each pass cheaper, which pays when the far heads are rarely right."""
+    run. Fewer drafts make each pass cheaper, which pays when the far heads are rarely right.
+    ``draft_vocab`` (1-D token ids): drafts are argmaxes over these tokens only."""
     from weighted_mtp.models.mtp import MTPModel
 
     if not isinstance(model, MTPModel):
@@ -205,10 +225,14 @@ def self_speculative_greedy(model, input_ids: Tensor, max_new_tokens: int,
             raise WMTPError(f"max_drafts must be in [1, {n_heads}] for a model with {n_heads + 1} heads, got {max_drafts}")
         n_heads = max_drafts
     eos = _eos_set(eos_token_id)
+    if model.head_type == "sequential":
+        with _EvalMode(model):
+            return _sequential_greedy(model, input_ids, max_new_tokens, eos, n_heads, draft_vocab)
     device = next(model.lm.parameters()).device
     tokens: list[int] = []
     accepted: list[int] = []
-    with _EvalMode(model), _MTPStepper(model, n_heads) as step:
+    offered: list[int] = []
+    with _EvalMode(model), _MTPStepper(model, n_heads, draft_vocab) as step:
         logits, hidden = step.forward(input_ids.to(device), last_logits_only=True)
         n_forward = 1
         y = int(logits[-1].argmax())
@@ -225,6 +249,7 @@ def self_speculative_greedy(model, input_ids: Tensor, max_new_tokens: int,
             while a < len(drafts) and drafts[a] == greedy[a]:
                 a += 1
             accepted.append(a)
+            offered.append(len(drafts))
             step.crop(len(drafts) - a)  # keep y and the accepted drafts
             for t in greedy[: a + 1]:
                 tokens.append(t)
@@ -232,4 +257,48 @@ def self_speculative_greedy(model, input_ids: Tensor, max_new_tokens: int,
                     done = True
                     break
             y, position = greedy[a], a
-    return SpeculativeResult(tokens=tokens, n_forward=n_forward, accepted_per_step=accepted)
+    return SpeculativeResult(tokens=tokens, n_forward=n_forward, accepted_per_step=accepted, drafts_per_step=offered)
+
+
+def _sequential_greedy(model, input_ids: Tensor, max_new_tokens: int, eos: set[int], n_heads: int,
+                       draft_vocab: Tensor | None) -> SpeculativeResult:
+    """The verification loop for sequential heads: a pass over [x_m, drafts] scores them with
+    the LM (full vocabulary); the LM's normed outputs at the kept positions feed depth 1."""
+    lm = model.lm
+    backbone = find_layout(lm).backbone
+    device = next(lm.parameters()).device
+    cache = _new_cache(lm)
+    drafter = SequentialDrafter(model, n_heads, draft_vocab)
+
+    def forward(ids: list[int] | Tensor) -> tuple[Tensor, Tensor]:
+        feed = ids if isinstance(ids, Tensor) else torch.tensor([ids], device=device)
+        h = backbone(input_ids=feed, past_key_values=cache, use_cache=True).last_hidden_state
+        return h, model.unembedding(h[0])
+
+    prompt = input_ids.to(device)
+    hidden, logits = forward(prompt)
+    committed = prompt[0].tolist()
+    tokens = [int(logits[-1].argmax())]
+    committed.append(tokens[0])
+    n_forward, accepted, offered = 1, [], []
+    done = tokens[0] in eos or max_new_tokens == 1
+    while not done:
+        n = min(n_heads, max_new_tokens - len(tokens) - 1)
+        drafts = drafter.draft(committed, hidden, n) if n > 0 else []
+        hidden, logits = forward([committed[-1], *drafts])
+        n_forward += 1
+        greedy = logits.argmax(-1).tolist()
+        a = 0
+        while a < len(drafts) and drafts[a] == greedy[a]:
+            a += 1
+        accepted.append(a)
+        offered.append(len(drafts))
+        _crop(cache, len(drafts) - a)
+        hidden = hidden[:, : a + 1]  # the LM's outputs at the kept positions: depth 1 reads them
+        for t in greedy[: a + 1]:
+            tokens.append(t)
+            committed.append(t)  # drafts[:a] == greedy[:a], then head 1's own token
+            if t in eos or len(tokens) == max_new_tokens:
+                done = True
+                break
+    return SpeculativeResult(tokens=tokens, n_forward=n_forward, accepted_per_step=accepted, drafts_per_step=offered)

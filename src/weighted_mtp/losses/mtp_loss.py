@@ -29,12 +29,18 @@ class MTPLossOutput:
 
 
 def check_inputs(
-    head_hidden: Sequence[Tensor], labels: Tensor, weights: Tensor | None, normalization: str
+    head_hidden: Sequence[Tensor], labels: Tensor, weights: Tensor | None, normalization: str,
+    head_scales: Sequence[float] | None = None,
 ) -> Tensor:
     """Validate shapes; return weights as ``[B, S, K]`` (a broadcast view, no copy, when 2-D).
 
     Shared with the naive reference so both raise identical errors.
     """
+    if head_scales is not None:
+        if len(head_scales) != len(head_hidden):
+            raise ValueError(f"head_scales has {len(head_scales)} values for {len(head_hidden)} heads")
+        if any(not s >= 0 for s in head_scales):  # also catches nan
+            raise ValueError(f"head_scales must be >= 0, got {list(head_scales)}")
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"unknown normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
     if len(head_hidden) == 0:
@@ -71,6 +77,7 @@ def mtp_cross_entropy(
     normalization: str = "token_mean",
     chunk_size: int = 1024,
     ignore_index: int = -100,
+    head_scales: Sequence[float] | None = None,
 ) -> MTPLossOutput:
     """Weighted cross-entropy of K prediction heads sharing one unembedding.
 
@@ -94,31 +101,42 @@ def mtp_cross_entropy(
             is 0), i.e. a weighted average, invariant to the overall scale of the weights.
         chunk_size: rows per fused block; bounds the logits memory to ``chunk_size x V``.
         ignore_index: label value meaning "no target".
+        head_scales: ``None``: the loss is the mean of ``L_k`` over the heads with a target.
+            K values ``s_k >= 0``: the loss is ``sum_k s_k L_k`` over the heads with a target
+            (DeepSeek-V3's ``L_1 + lambda / D * sum_{k>1} L_k`` is ``[1, lambda/D, ...]``); each
+            ``L_k`` keeps its own denominator. A head with ``s_k = 0`` is skipped: its CE is not
+            computed (``nan`` in ``per_head_ce`` / ``per_head_loss``), e.g. a frozen head 1.
 
     Returns:
         ``MTPLossOutput`` whose ``loss`` is the mean of ``L_k`` over the heads with at least
-        one valid target (= ``nanmean(per_head_loss)``). If no head has a target the loss is
-        an exact 0 still connected to the graph, so ``backward()`` works (all-zero grads)
-        on every rank of a distributed run.
+        one valid target (= ``nanmean(per_head_loss)``), or the ``head_scales`` sum. If no
+        head has a target the loss is an exact 0 still connected to the graph, so
+        ``backward()`` works (all-zero grads) on every rank of a distributed run.
 
     Raises:
         ValueError: unknown ``normalization``, wrong ``weights`` / hidden shapes (the message
             names expected and actual shapes), or ``weights`` requiring grad.
     """
-    w_full = check_inputs(head_hidden, labels, weights, normalization)
+    w_full = check_inputs(head_hidden, labels, weights, normalization, head_scales)
     K = len(head_hidden)
     S = labels.shape[1]
     device = labels.device
+    skipped = [head_scales is not None and head_scales[k] == 0 for k in range(K)]
 
-    rows_h, rows_t, rows_w = [], [], []
+    rows_h, rows_t, rows_w, all_counts = [], [], [], []
     for k in range(1, K + 1):
         targets = labels[:, k:]  # [B, S-k]: token t+k for positions t = 0..S-k-1
         valid = targets != ignore_index
+        if skipped[k - 1]:  # counted, never computed
+            all_counts.append(int(valid.sum()))
+            valid = torch.zeros_like(valid)
         rows_h.append(head_hidden[k - 1][:, : S - k][valid])
         rows_t.append(targets[valid])
         rows_w.append(w_full[:, k:, k - 1][valid])
+        if not skipped[k - 1]:
+            all_counts.append(rows_t[-1].shape[0])
     counts = [t.shape[0] for t in rows_t]  # one host sync per head: the row gather needs sizes anyway
-    per_head_tokens = torch.tensor(counts, dtype=torch.int64, device=device)
+    per_head_tokens = torch.tensor(all_counts, dtype=torch.int64, device=device)
     active = [k for k in range(K) if counts[k] > 0]
 
     if not active:
@@ -137,9 +155,10 @@ def mtp_cross_entropy(
     else:
         sums = [w.sum() for w in w_rows]
         scales = [torch.where(s != 0, 1.0 / torch.where(s != 0, s, 1.0), 0.0) for s in sums]
-    # Fold 1/denominator_k and 1/K_active into each row's weight: one fused call then returns
-    # the final loss directly, however many heads there are.
-    row_weights = torch.cat([w * (scales[k] / len(active)) for k, w in enumerate(w_rows)])
+    # Fold 1/denominator_k and the head's share (1/K_active, or its head_scale) into each row's
+    # weight: one fused call then returns the final loss directly, however many heads there are.
+    share = [1.0 / len(active) if head_scales is None else float(head_scales[k]) for k in range(K)]
+    row_weights = torch.cat([w * (scales[k] * share[k]) for k, w in enumerate(w_rows)])
     loss, ce_rows = fused_linear_cross_entropy(
         torch.cat(rows_h), unembed_weight, torch.cat(rows_t), row_weights, unembed_bias, chunk_size
     )

@@ -26,9 +26,10 @@ def naive_mtp_cross_entropy(
     normalization: str = "token_mean",
     chunk_size: int = 1024,  # accepted for signature parity, unused
     ignore_index: int = -100,
+    head_scales: Sequence[float] | None = None,
 ) -> MTPLossOutput:
     """Same signature and semantics as :func:`weighted_mtp.losses.mtp_loss.mtp_cross_entropy`."""
-    w_full = check_inputs(head_hidden, labels, weights, normalization)
+    w_full = check_inputs(head_hidden, labels, weights, normalization, head_scales)
     K = len(head_hidden)
     B, S = labels.shape
     hidden = torch.stack(list(head_hidden), dim=2)  # [B, S, K, D]
@@ -53,7 +54,11 @@ def naive_mtp_cross_entropy(
     safe = torch.where(denom != 0, denom, torch.ones_like(denom))  # no 0/0 in the backward
     head_loss = torch.where(denom != 0, numer / safe, torch.zeros_like(numer))
     active = n_valid > 0
-    if active.any():
+    if head_scales is not None:
+        active = active & (torch.tensor(list(head_scales), device=labels.device) > 0)
+    if active.any() and head_scales is not None:
+        loss = sum(float(head_scales[k]) * head_loss[k] for k in range(K) if active[k])
+    elif active.any():
         loss = head_loss[active].mean()
     else:
         loss = sum(h.sum() for h in head_hidden) * 0.0 + unembed_weight.sum() * 0.0

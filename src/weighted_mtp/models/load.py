@@ -60,7 +60,8 @@ def load_policy(cfg: Config, policy: PolicyModelConfig | None = None) -> tuple[M
     policy = policy or cfg.models.policy
     path = resolve_model_path(policy.path, cfg)
     tok_path = resolve_model_path(policy.tokenizer_path, cfg) if policy.tokenizer_path else path
-    model = MTPModel.from_pretrained(path, n_future_tokens=policy.n_future_tokens, dtype=DTYPES[policy.dtype])
+    model = MTPModel.from_pretrained(path, n_future_tokens=policy.n_future_tokens, dtype=DTYPES[policy.dtype],
+                                     head_type=policy.head_type)
     # A LoRA export as the starting point: its adapters become base weights of this run.
     model.merge_lora()
     if cfg.training.use_lora:

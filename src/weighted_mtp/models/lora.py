@@ -25,9 +25,10 @@ from weighted_mtp.errors import WMTPError
 from weighted_mtp.models.hf_layout import find_layout
 
 LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": None}
-# Llama/Qwen2/Mistral projections, then GPT-2's fused Conv1D layers; only the ones present are used.
+# Llama/Qwen2/Mistral projections, then GPT-2's fused Conv1D layers, then a sequential MTP head's
+# 2D -> D input projection; only the ones present are used.
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-                        "c_attn", "c_proj", "c_fc")
+                        "c_attn", "c_proj", "c_fc", "eh_proj")
 ADAPTER = "default"  # peft's adapter name; saved keys leave it out, as peft's own files do
 LORA_CONFIG_FILE = "lora_config.json"
 LORA_WEIGHTS_FILE = "lora_adapter.safetensors"

@@ -1,11 +1,18 @@
-"""Meta-style multi-token prediction on any HF causal LM.
+"""Multi-token prediction on any HF causal LM, with parallel (Meta) or sequential (DeepSeek-V3) heads.
 
 Head 1 is the LM's own last decoder block, so the wrapped model is still a plain HF model for
-`generate`, evaluation and serving. Heads 2..K are extra decoder blocks initialised as copies of
-the last block; every head reads the hidden state that enters the last block (the trunk output)
-and shares the final norm and the unembedding (Gloeckle et al., 2024). The forward pass returns
-per-head hidden states, never logits: the loss fuses the unembedding with the cross-entropy in
-chunks, so [batch, seq, heads, vocab] logits never exist.
+`generate`, evaluation and serving. `head_type` picks what heads 2..K are:
+
+* ``parallel`` (Gloeckle et al., 2024): extra decoder blocks initialised as copies of the last
+  block; every head reads the hidden state that enters the last block (the trunk output) and
+  shares the final norm and the unembedding.
+* ``sequential`` (DeepSeek-V3): head k+1 reads head k's normed output and the embedding of the
+  token k ahead through two norms, a 2D -> D projection and one block (`models.sequential_heads`);
+  the unembedding is shared. Families whose transformers config declares MTP layers save them
+  in the layout transformers' `MtpModel` loads (`models.transformers_mtp`).
+
+The forward pass returns per-head hidden states, never logits: the loss fuses the unembedding
+with the cross-entropy in chunks, so [batch, seq, heads, vocab] logits never exist.
 """
 
 from __future__ import annotations
@@ -21,35 +28,53 @@ from torch import Tensor, nn
 
 from weighted_mtp.errors import WMTPError
 from weighted_mtp.models.hf_layout import find_layout
+from weighted_mtp.models.sequential_heads import HEAD_TYPES, build_sequential_heads, run_sequential_heads
+from weighted_mtp.models.transformers_mtp import (
+    checkpoint_has_mtp_weights,
+    native_head_state,
+    read_native_heads,
+    set_num_mtp_layers,
+    transformers_can_load,
+    write_native_heads,
+)
 
 HEADS_FILE = "mtp_heads.safetensors"
 VALUE_HEAD_FILE = "value_head.safetensors"
 MTP_CONFIG_FILE = "mtp_config.json"
-MTP_FORMAT = "weighted_mtp.parallel_heads"
+MTP_FORMAT = "weighted_mtp.parallel_heads"  # the name predates sequential heads; `head_type` tells them apart
+HEADS_LAYOUT_OWN = "weighted_mtp"  # extra_heads.* in mtp_heads.safetensors
+HEADS_LAYOUT_TRANSFORMERS = "transformers"  # the family's own MTP layers in the HF weights
 
 
 @dataclass
 class MTPOutput:
-    """head_hidden[k-1]: [B, S, D], head k's hidden state after the shared final norm; head k at
-    position t predicts token t+k. trunk_hidden: [B, S, D], the hidden state entering the heads."""
+    """head_hidden[k-1]: [B, S, D], head k's hidden state after the final norm (a sequential
+    head's own post-norm); head k at position t predicts token t+k. trunk_hidden: [B, S, D], the
+    hidden state entering the last block."""
 
     head_hidden: list[Tensor]
     trunk_hidden: Tensor
 
 
 class MTPModel(nn.Module):
-    def __init__(self, lm: nn.Module, n_future_tokens: int, extra_heads: nn.ModuleList | None = None):
+    def __init__(self, lm: nn.Module, n_future_tokens: int, extra_heads: nn.ModuleList | None = None,
+                 head_type: str = "parallel"):
         super().__init__()
         if n_future_tokens < 1:
             raise WMTPError(f"n_future_tokens must be >= 1, got {n_future_tokens}")
+        if head_type not in HEAD_TYPES:
+            raise WMTPError(f"head_type must be one of {', '.join(HEAD_TYPES)}, got {head_type!r}")
         for attr in ("final_logit_softcapping", "logit_scale"):
             if getattr(lm.config, attr, None) not in (None, 1.0):
                 # The fused loss applies the plain unembedding; these models transform logits after it.
                 raise WMTPError(f"{type(lm).__name__} sets config.{attr}; the fused MTP loss does not support it yet")
         self.lm = lm
         self.n_future_tokens = n_future_tokens
+        self.head_type = head_type
         layout = find_layout(lm)
-        if extra_heads is None:
+        if extra_heads is None and head_type == "sequential":
+            extra_heads = build_sequential_heads(lm, n_future_tokens - 1)
+        elif extra_heads is None:
             extra_heads = nn.ModuleList(copy.deepcopy(layout.layers[-1]) for _ in range(n_future_tokens - 1))
         if len(extra_heads) != n_future_tokens - 1:
             raise WMTPError(f"expected {n_future_tokens - 1} extra heads, got {len(extra_heads)}")
@@ -97,6 +122,10 @@ class MTPModel(nn.Module):
             trunk, rest_args = kwargs["hidden_states"], ()
             rest_kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
         heads = [out.last_hidden_state]
+        if self.head_type == "sequential":
+            embeds = self.lm.get_input_embeddings()(input_ids)
+            heads += run_sequential_heads(self.extra_heads, heads[0], embeds, rest_args, rest_kwargs)
+            return MTPOutput(head_hidden=heads, trunk_hidden=trunk)
         for head in self.extra_heads:
             h = head(trunk, *rest_args, **rest_kwargs)
             if isinstance(h, tuple):
@@ -145,23 +174,46 @@ class MTPModel(nn.Module):
 
     def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
         """An HF-loadable directory (`AutoModelForCausalLM.from_pretrained` gives head 1) plus
-        the extra heads in `mtp_heads.safetensors` and `mtp_config.json`. With LoRA, those hold
+        the extra heads and `mtp_config.json`. The heads go to `mtp_heads.safetensors`, except
+        sequential heads of a family whose transformers config declares MTP layers: those are
+        written as that family's MTP layers into the HF weights (`models.transformers_mtp`), so
+        transformers' `generate(..., use_mtp=True)` drafts with them. With LoRA, the files hold
         the base weights and the adapters go to their own files (`models.lora`); `wmtp export
         --merge` folds them in for tools that only read the HF files."""
         from weighted_mtp.models.lora import LORA_CONFIG_FILE, base_layers, save_policy_lora
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        native, why_not = None, "parallel heads" if self.head_type == "parallel" else None
+        saved_n_mtp = getattr(self.lm.config, "num_mtp_layers", None)
         with base_layers(self):  # the base model's own module tree, so its own parameter names
-            self.lm.save_pretrained(directory, safe_serialization=True)
-            state = {f"extra_heads.{k}": v.detach().contiguous().cpu()
-                     for k, v in self.extra_heads.state_dict().items()}
+            if self.head_type == "sequential" and self.n_future_tokens > 1:
+                why_not = transformers_can_load(self.lm, [])  # family check only, before converting
+                if why_not is None:
+                    native = native_head_state(self.lm, self.extra_heads)
+                    why_not = transformers_can_load(self.lm, native)
+                    native = native if why_not is None else None
+            try:
+                if native is not None:
+                    set_num_mtp_layers(self.lm.config, self.n_future_tokens - 1)
+                self.lm.save_pretrained(directory, safe_serialization=True)
+            finally:
+                if native is not None:
+                    set_num_mtp_layers(self.lm.config, saved_n_mtp)
+            state = {} if native is not None else {f"extra_heads.{k}": v.detach().contiguous().cpu()
+                                                   for k, v in self.extra_heads.state_dict().items()}
+        if native is not None:
+            write_native_heads(directory, native)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
         if state:
             save_file(state, directory / HEADS_FILE)
         meta = {"format": MTP_FORMAT, "version": 1, "n_future_tokens": self.n_future_tokens,
+                "head_type": self.head_type,
+                "heads_layout": HEADS_LAYOUT_TRANSFORMERS if native is not None else HEADS_LAYOUT_OWN,
                 "heads_initialised_from": "last_decoder_block"}
+        if self.head_type == "sequential" and native is None and self.n_future_tokens > 1:
+            meta["transformers_mtp"] = f"not in the transformers layout: {why_not}"
         if self.value_head is not None:
             save_file({k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()},
                       directory / VALUE_HEAD_FILE)
@@ -173,10 +225,11 @@ class MTPModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, n_future_tokens: int | None = None,
-                        dtype: torch.dtype = torch.float32) -> "MTPModel":
-        """Loads an MTP export exactly (LoRA adapters included), or a plain HF causal LM with
-        fresh heads copied from its last block. Asking for a different K than a saved export has
-        is an error."""
+                        dtype: torch.dtype = torch.float32, head_type: str | None = None) -> "MTPModel":
+        """Loads an MTP export exactly (LoRA adapters included); or a plain HF causal LM with
+        fresh heads (`head_type`, default parallel), except that sequential heads of a checkpoint
+        whose family stores MTP layers (GLM-4.5, DeepSeek-V3, ...) are read from it. Asking for
+        a different K or head type than a saved model has is an error."""
         from transformers import AutoModelForCausalLM
 
         from weighted_mtp.models.lora import LORA_CONFIG_FILE, load_policy_lora
@@ -187,18 +240,32 @@ class MTPModel(nn.Module):
         lm = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
         meta_path = directory / MTP_CONFIG_FILE
         if not meta_path.is_file():
-            return cls(lm, n_future_tokens or 1)
+            if head_type == "sequential" and checkpoint_has_mtp_weights(directory, lm):
+                n_mtp = int(lm.config.num_mtp_layers)
+                if n_future_tokens is not None and n_future_tokens != n_mtp + 1:
+                    raise WMTPError(f"{directory} has {n_mtp} MTP layers (K = {n_mtp + 1}) but "
+                                    f"models.policy.n_future_tokens={n_future_tokens}")
+                model = cls(lm, n_mtp + 1, head_type="sequential")
+                read_native_heads(directory, lm, model.extra_heads)
+                return model
+            return cls(lm, n_future_tokens or 1, head_type=head_type or "parallel")
         try:
             meta = json.loads(meta_path.read_text())
             saved_k = int(meta["n_future_tokens"])
+            saved_type = str(meta.get("head_type", "parallel"))
+            layout = str(meta.get("heads_layout", HEADS_LAYOUT_OWN))
         except (OSError, ValueError, TypeError, KeyError) as e:
             raise WMTPError(f"{meta_path}: unreadable MTP config ({type(e).__name__}: {e})") from e
         if n_future_tokens is not None and n_future_tokens != saved_k:
             raise WMTPError(
                 f"{directory} has {saved_k} MTP heads but models.policy.n_future_tokens={n_future_tokens}"
             )
-        model = cls(lm, saved_k)
-        if saved_k > 1:
+        if head_type is not None and head_type != saved_type and saved_k > 1:
+            raise WMTPError(f"{directory} has {saved_type} MTP heads but models.policy.head_type={head_type}")
+        model = cls(lm, saved_k, head_type=saved_type)
+        if saved_k > 1 and layout == HEADS_LAYOUT_TRANSFORMERS:
+            read_native_heads(directory, lm, model.extra_heads)
+        elif saved_k > 1:
             heads_path = directory / HEADS_FILE
             if not heads_path.is_file():
                 raise WMTPError(f"{heads_path}: not found, but {meta_path.name} declares {saved_k} MTP heads")

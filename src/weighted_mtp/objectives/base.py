@@ -124,7 +124,8 @@ class PolicyObjective(ObjectiveDefaults):
 
     def load_model(self, directory: Path) -> nn.Module:
         policy = self.cfg.models.policy
-        model = MTPModel.from_pretrained(directory, n_future_tokens=policy.n_future_tokens, dtype=DTYPES[policy.dtype])
+        model = MTPModel.from_pretrained(directory, n_future_tokens=policy.n_future_tokens, dtype=DTYPES[policy.dtype],
+                                         head_type=policy.head_type)
         if (model.lora is not None) != self.cfg.training.use_lora:
             raise ConfigError(f"{directory}: the checkpoint {'has' if model.lora else 'has no'} LoRA adapters but "
                               f"training.use_lora is {str(self.cfg.training.use_lora).lower()}")

@@ -32,6 +32,7 @@ class BaselineObjective(PolicyObjective):
             unembed_bias=getattr(model.unembedding, "bias", None),
             normalization=loss_cfg.normalization,
             chunk_size=loss_cfg.chunk_size,
+            head_scales=loss_cfg.head_scales,
         )
         metrics, sums = mtp_output_metrics(result)
         metrics["loss"] = result.loss.detach()

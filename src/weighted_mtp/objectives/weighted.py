@@ -28,6 +28,7 @@ def weighted_policy_loss(model: MTPModel, head_hidden: list[Tensor], labels: Ten
         unembed_bias=getattr(model.unembedding, "bias", None),
         normalization=loss_cfg.normalization,
         chunk_size=loss_cfg.chunk_size,
+        head_scales=loss_cfg.head_scales,
     )
 
 
