@@ -59,6 +59,7 @@ def _fake_eval(bench_dir: Path, seed: int, values: dict[str, list[float]], tempe
     rows = [{"task_id": f"t{i}", "n": n, **{k: v[i] for k, v in values.items()}} for i in range(4)]
     (bench_dir / f"seed{seed}" / "per_task.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = {"seeds": [seed], "ks": ks, "n": n, "temperature": temperature, "seconds": 2.5,
+               "n_tasks": 4, "n_tasks_total": 200, "subset": True,
                "pass_at_k": {str(k): [sum(values[f"pass@{k}"]) / 4] for k in ks}}
     (bench_dir / "summary.json").write_text(json.dumps(summary))
 
@@ -73,7 +74,7 @@ def test_report_numbers_from_evaluation_files(tmp_path):
         for seed, greedy in by_seed.items():
             run = tmp_path / f"seed{seed}" / arm
             _fake_eval(run / "eval" / "embedded", seed, {"pass@1": greedy}, 0.0, 1)
-            _fake_eval(run / "eval-sampled" / "embedded", seed, {"pass@1": [0.5] * 4, "pass@2": [1.0] * 4}, 0.6, 2)
+            _fake_eval(run / "eval-sampled" / "embedded", seed, {"pass@1": [0.0] * 4, "pass@2": [1.0] * 4}, 0.6, 2)
             (run / "study_complete.json").write_text(json.dumps({"steps": 3, "seconds": 10.0 + seed,
                                                                  "last_val": {"val/loss": 2.0 + seed}}))
     settings = StudyEvalSettings(n=2, ks=(1, 2))
@@ -104,3 +105,8 @@ def test_report_numbers_from_evaluation_files(tmp_path):
     text = md.read_text()
     assert "greedy pass@1, rho1 - uniform: +0.250" in text and "p = 0.500" in text
     assert "no significant difference" in text and "| uniform |" in text
+    assert "(the first 4 of 200 test problems, unseen by every stage)" in text
+    lines = {line.split(":")[0]: line for line in text.splitlines() if line.startswith("- ")}
+    assert "carries no information" in lines["- pass@1, rho1 - uniform"]  # 0 for both arms on every task
+    assert "carries no information" not in lines["- pass@2, rho1 - uniform"]
+    assert "carries no information" not in lines["- greedy pass@1, rho1 - uniform"]

@@ -35,10 +35,24 @@ def answer_lines(analysis: dict[str, Any]) -> list[str]:
     lines = []
     for metric, m in analysis["metrics"].items():
         for arm, c in m["vs_baseline"].items():
+            silent = (" Neither arm solves any of these tasks, so the comparison carries no information."
+                      if c["mean_a"] == 0 and c["mean_b"] == 0 else "")
             lines.append(f"{metric}, {arm} - {base}: {_signed(c['diff'])} "
                          f"(95% CI {fmt_ci(c['ci_lo'], c['ci_hi'])}, p = {_p(c['p_value'])}, "
-                         f"Holm p = {_p(c['p_holm'])}, {c['n_tasks']} tasks, seeds {c['seeds']}): {c['verdict']}.")
+                         f"Holm p = {_p(c['p_holm'])}, {c['n_tasks']} tasks, seeds {c['seeds']}): {c['verdict']}."
+                         + silent)
     return lines
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN and infinity (an interval from one seed) as null: strict JSON readers reject them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 def build_blocks(study: dict[str, Any], analysis: dict[str, Any]) -> list[Block]:
@@ -121,5 +135,5 @@ def write_study_report(output_dir: Path, study: dict[str, Any], analysis: dict[s
     md, html, js = out / "study.md", out / "study.html", out / "study.json"
     atomic_write_text(md, to_markdown(blocks))
     atomic_write_text(html, to_html(blocks, {}, "wmtp study"))
-    atomic_write_text(js, json.dumps({"study": study, **analysis}, indent=2, default=str) + "\n")
+    atomic_write_text(js, json.dumps(_json_safe({"study": study, **analysis}), indent=2, default=str) + "\n")
     return md, html, js

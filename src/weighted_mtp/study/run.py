@@ -61,13 +61,17 @@ def _eval_seconds(run_dir: Path) -> float:
     return total
 
 
-def _tasks_text(analysis: dict[str, Any], settings: StudyEvalSettings) -> str:
-    n = sorted({n for m in analysis["metrics"].values() for r in m["arms"].values() for n in r["n_tasks"]})
-    where = "test split, unseen by every stage" if settings.benchmark == "embedded" else "test problems"
-    if not n:
-        return where
-    limit = f", the first {settings.limit}" if settings.limit else ""
-    return f"{'/'.join(map(str, n))} {where}{limit}"
+def _tasks_text(output_dir: Path, plan: StudyPlan, seeds: list[int], settings: StudyEvalSettings) -> str:
+    """"the first 50 of 200 test problems" / "200 test problems", from an evaluation summary."""
+    where = "unseen by every stage" if settings.benchmark == "embedded" else "held out"
+    for seed in seeds:
+        for sub in (GREEDY_DIR, SAMPLED_DIR):
+            path = output_dir / f"seed{seed}" / plan.baseline / sub / settings.benchmark / "summary.json"
+            if path.is_file():
+                s = read_json(path)
+                first = f"the first {s['n_tasks']} of " if s.get("subset") else ""
+                return f"{first}{s['n_tasks_total']} test problems, {where}"
+    return f"test problems, {where}"
 
 
 def study_summary(plan: StudyPlan, seeds: list[int], output_dir: Path, settings: StudyEvalSettings,
@@ -116,7 +120,7 @@ def write_report(plan: StudyPlan, seeds: list[int], output_dir: Path, settings: 
     analysis = analyse(collect_scores(run_dirs, settings.benchmark), plan.baseline, plan.arms,
                        n_boot=n_boot, n_resamples=n_resamples)
     study = study_summary(plan, seeds, output_dir, settings, command)
-    study["tasks_text"] = _tasks_text(analysis, settings)
+    study["tasks_text"] = _tasks_text(output_dir, plan, seeds, settings)
     md, _, js = write_study_report(output_dir, study, analysis)
     return md, js, analysis
 
