@@ -6,6 +6,7 @@ a real multi-page PDF (and a clear error on a PDF without text)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,7 +193,7 @@ def test_eval_pdf_default_model_is_trained_once_and_measures_compression_with_it
     for run in ("first", "second"):
         report = tmp_path / run
         assert main(["clara", "eval-pdf", str(pdf), "--output-dir", str(report), "--override", "max_questions=4",
-                     "--override", "qa.source=world"]) == 0
+                     "--override", "qa.source=world", "--base", "micro"]) == 0
         summary = json.loads((report / "summary.json").read_text())
         default = tmp_path / "cache" / "models"
         assert summary["model"].startswith(str(default)) and "clara-default-" in summary["model"]
@@ -246,6 +247,12 @@ def test_eval_pdf_on_an_ordinary_pdf_default_path_then_edited_questions(stages, 
     assert main(["clara", "eval-pdf", str(pdf), "--output-dir", str(report), "--override", "chunk_max_words=30"]) == 0
     summary = json.loads((report / "summary.json").read_text())
     assert calls and summary["pdf"]["qa_source"] == "cloze" and summary["pdf"]["pages"] == 3
+    assert summary["default_model"]["base"] == "smollm2" and "clara-smollm2-" in summary["model"]
+    model = Path(summary["model"])  # stages 1-2 only: the query reasoner starts as the compressor
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        assert (model / "adapters" / "query_reasoner" / name).read_bytes() == (
+            model / "adapters" / "compressor" / name).read_bytes()
+    assert (model / "stage1" / "clara_config.json").is_file()
     lines = (report / "qa_pairs.jsonl").read_text().splitlines()
     assert len(lines) == summary["pdf"]["qa_pairs"] >= 10
     chunks = {c["chunk_id"]: c["text"] for c in map(json.loads, (report / "chunks.jsonl").read_text().splitlines())}

@@ -57,7 +57,7 @@ class QASourceConfig:
 
 @dataclass
 class EvalPdfConfig:
-    base: Literal["micro", "smollm2"] = "micro"  # the default model's base when no --model is given
+    base: Literal["micro", "smollm2"] = "smollm2"  # the default model's base when no --model is given
     chunk_max_words: int = 40
     top_k: int = 1
     max_questions: int = 200
