@@ -45,6 +45,10 @@ def test_plan_adds_the_baseline_and_names_arms(tmp_path):
         plan_study([str(CONFIGS / "critic" / "critic_pairwise.yaml")], CONFIGS)
     with pytest.raises(ConfigError, match="not found"):
         plan_study([str(tmp_path / "missing.yaml")], CONFIGS)
+    # The combined weighting needs both the critic and the baseline as its reference.
+    plan = plan_study([str(CONFIGS / "verifiable" / "verifiable_combined.yaml")], CONFIGS)
+    assert plan.stage("combined").links == (("models.critic.path", CRITIC_STAGE),
+                                            ("models.reference.path", "uniform"))
     # A rho1 arm that already names its reference needs nothing from the baseline.
     plan = plan_study([str(CONFIGS / "rho1" / "rho1.yaml")], CONFIGS, overrides=["models.reference.path=/ref"])
     assert plan.stage("rho1").links == ()

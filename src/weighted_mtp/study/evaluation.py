@@ -66,7 +66,8 @@ class ArmEval:
 
 
 def _plain(settings: EvalSettings) -> dict:
-    return {k: v for k, v in asdict(settings).items() if k != "temperature_selected_on"}
+    """The settings that decide an evaluation's results (not how many programs run at once)."""
+    return {k: v for k, v in asdict(settings).items() if k not in ("temperature_selected_on", "workers")}
 
 
 def evaluate_arm(final_dir: Path, run_dir: Path, seed: int, settings: StudyEvalSettings) -> ArmEval:

@@ -9,8 +9,9 @@ read another stage's model, and the plan wires that explicitly, as `wmtp quickst
 - a verifiable arm with a separate critic and no `models.critic.path` gets the seed's value
   critic (`--critic-config`, default configs/critic/critic_pairwise.yaml, trained with
   `models.policy.path` = that seed's baseline final model);
-- a rho1 arm with no `models.reference.path` that trains on the embedded data (so its batches
-  carry no `ref_ce` column) gets the seed's baseline final model as the reference.
+- an arm that weights by excess loss (stage rho1, or the `combined` scheme) with no
+  `models.reference.path`, training on the embedded data (so its batches carry no `ref_ce`
+  column), gets the seed's baseline final model as the reference.
 
 Seeds. A seed S sets `runtime.seed=S` (model init of any new parameters, dropout, the random
 controls' weights) and `data_sampling.seed=S` (which rows, in which order) in *every* stage of
@@ -30,7 +31,7 @@ from weighted_mtp.config import Config, load_config
 from weighted_mtp.errors import ConfigError
 
 # (arm name, config path under configs/): `wmtp study` with no CONFIG.
-DEFAULT_ARMS = (("uniform", "baseline/baseline.yaml"), ("critic", "verifiable/verifiable.yaml"),
+DEFAULT_ARMS = (("uniform", "baseline/baseline.yaml"), ("critic", "verifiable/verifiable_pairwise.yaml"),
                 ("random_matched", "controls/random_matched.yaml"), ("shuffled", "controls/shuffled.yaml"),
                 ("rho1", "rho1/rho1.yaml"))
 DEFAULT_CRITIC = "critic/critic_pairwise.yaml"
@@ -101,8 +102,9 @@ def _arm_label(cfg: Config) -> str:
 
 
 def _needs_reference(cfg: Config) -> bool:
-    """A rho1 arm that has neither a reference model nor a precomputed ref_ce data file."""
-    return cfg.models.reference.path is None and cfg.dataset.train.startswith("embedded:")
+    """An excess-loss arm that has neither a reference model nor a precomputed ref_ce data file."""
+    uses = cfg.experiment.stage == "rho1" or cfg.training.weighting.scheme == "combined"
+    return uses and cfg.models.reference.path is None and cfg.dataset.train.startswith("embedded:")
 
 
 def plan_study(arm_args: list[str], configs_root: Path, *, critic_config: Path | None = None,
@@ -154,7 +156,7 @@ def plan_study(arm_args: list[str], configs_root: Path, *, critic_config: Path |
                 critic_stage = Stage(CRITIC_STAGE, critic_path, False, (("models.policy.path", baseline),))
                 stages.append(critic_stage)
             links.append(("models.critic.path", CRITIC_STAGE))
-        elif stage == "rho1" and _needs_reference(cfg):
+        if _needs_reference(cfg):
             links.append(("models.reference.path", baseline))
         stages.append(Stage(label, path, True, tuple(links)))
     return StudyPlan(stages=tuple(stages), baseline=baseline, overrides=tuple(overrides))
