@@ -80,7 +80,10 @@ def test_report_numbers_from_evaluation_files(tmp_path):
             _fake_eval(run / "eval" / "embedded", seed, {"pass@1": greedy}, 0.0, 1)
             _fake_eval(run / "eval-sampled" / "embedded", seed, {"pass@1": [0.0] * 4, "pass@2": [1.0] * 4}, 0.6, 2)
             (run / "study_complete.json").write_text(json.dumps({"steps": 3, "seconds": 10.0 + seed,
+                                                                 "cpu_seconds": 15.0,
                                                                  "last_val": {"val/loss": 2.0 + seed}}))
+            (run / "study_eval.json").write_text(json.dumps({"cost": {"greedy": {"wall_s": 2.0, "cpu_s": 3.0},
+                                                                      "sampled": {"wall_s": 0.5, "cpu_s": 1.0}}}))
     settings = StudyEvalSettings(n=2, ks=(1, 2))
     md, js, analysis = write_report(plan, [0, 1], tmp_path, settings, "wmtp study test", n_boot=500)
 
@@ -104,8 +107,10 @@ def test_report_numbers_from_evaluation_files(tmp_path):
     report = json.loads(js.read_text())
     assert report["study"]["temperatures"] == {"uniform": {"0": 0.6, "1": 0.6}, "rho1": {"0": 0.6, "1": 0.6}}
     assert report["study"]["val_loss"]["rho1"] == {"0": 2.0, "1": 3.0}
-    assert report["study"]["cost"]["train_total"] == pytest.approx(42.0)
-    assert report["study"]["cost"]["eval_total"] == pytest.approx(4 * 2 * 2.5)
+    cost = report["study"]["cost"]
+    assert (cost["train_wall_s"], cost["train_cpu_s"]) == pytest.approx((42.0, 60.0))  # 10+11 per arm; 4 x 15
+    assert (cost["eval_wall_s"], cost["eval_cpu_s"]) == pytest.approx((4 * 2.5, 4 * 4.0))
+    assert cost["eval"]["1"] == {"wall_s": 5.0, "cpu_s": 8.0}
     text = md.read_text()
     assert "greedy pass@1, rho1 - uniform: +0.250" in text and "p = 0.500" in text
     assert "no significant difference" in text and "| uniform |" in text

@@ -5,12 +5,14 @@ Layout under the arm's run directory:
     eval/<benchmark>/                   greedy, n = 1, T = 0 (where `wmtp report` looks)
     eval-sampled/temperature.json       the validation choice (and select-temperature/ trials)
     eval-sampled/<benchmark>/           n samples per task at that temperature
-    study_eval.json                     the settings each finished step ran with
+    study_eval.json                     the settings each finished step ran with, and its cost
+                                        (wall and CPU seconds of this process)
 A step whose recorded settings equal this call's is skipped, so a rerun evaluates only what is
 missing or was asked for differently. The sampling seed of every step is the study seed."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,14 +77,20 @@ def evaluate_arm(final_dir: Path, run_dir: Path, seed: int, settings: StudyEvalS
     record: dict[str, Any] = read_json(record_path) if record_path.is_file() else {}
     out = ArmEval()
 
+    def done(name: str, wanted: dict, start: float, start_cpu: float) -> None:
+        record[name] = wanted
+        record.setdefault("cost", {})[name] = {"wall_s": round(time.perf_counter() - start, 1),
+                                               "cpu_s": round(time.process_time() - start_cpu, 1)}
+        write_json(record_path, record)
+        out.evaluated.append(name)
+
     def step(name: str, wanted: dict, directory: Path, run) -> dict:
         summary_path = directory / "summary.json"
         if record.get(name) == wanted and summary_path.is_file():
             return read_json(summary_path)
+        start, start_cpu = time.perf_counter(), time.process_time()
         summary = run()
-        record[name] = wanted
-        write_json(record_path, record)
-        out.evaluated.append(name)
+        done(name, wanted, start, start_cpu)
         return summary
 
     bench_name = settings.benchmark  # test split: the directory is the benchmark's name
@@ -100,10 +108,9 @@ def evaluate_arm(final_dir: Path, run_dir: Path, seed: int, settings: StudyEvalS
                                  batch_size=settings.batch_size)
             wanted = {**_plain(trial), "candidates": list(settings.temperatures)}
             if not (record.get("select") == wanted and (sampled_root / "temperature.json").is_file()):
+                start, start_cpu = time.perf_counter(), time.process_time()
                 select_temperature(final_dir, trial, list(settings.temperatures), sampled_root)
-                record["select"] = wanted
-                write_json(record_path, record)
-                out.evaluated.append("select")
+                done("select", wanted, start, start_cpu)
             out.temperature = read_json(sampled_root / "temperature.json")
             t, selected_on = resolve_temperature("auto", final_dir, sampled_root)
         else:

@@ -114,14 +114,18 @@ def build_blocks(study: dict[str, Any], analysis: dict[str, Any]) -> list[Block]
 
     blocks.append(Heading(2, "Cost"))
     cost = study["cost"]
-    header = ["stage"] + [f"seed {s}" for s in study["seeds"]]
-    rows = [[stage] + [_seconds(cost["train"][stage][str(s)]) if str(s) in cost["train"].get(stage, {}) else "-"
-                       for s in study["seeds"]] for stage in cost["train"]]
-    rows.append(["evaluation (all arms)"] + [_seconds(cost["eval"][str(s)]) if str(s) in cost["eval"] else "-"
-                                             for s in study["seeds"]])
+
+    def cell(c: dict[str, float] | None) -> str:
+        return "-" if c is None else f"{_seconds(c['wall_s'])} ({_seconds(c['cpu_s'])} CPU)"
+
+    header = ["stage"] + [f"seed {s}: wall (CPU)" for s in study["seeds"]]
+    rows = [[stage] + [cell(by_seed.get(str(s))) for s in study["seeds"]] for stage, by_seed in cost["train"].items()]
+    rows.append(["evaluation (all arms)"] + [cell(cost["eval"].get(str(s))) for s in study["seeds"]])
     blocks.append(Table(header, rows))
-    blocks.append(Para(f"Training {_seconds(cost['train_total'])}, evaluation {_seconds(cost['eval_total'])} "
-                       f"(wall time of the calls that did the work, summed over calls; {study['machine']})."))
+    blocks.append(Para(f"Training {_seconds(cost['train_wall_s'])} wall ({_seconds(cost['train_cpu_s'])} CPU), "
+                       f"evaluation {_seconds(cost['eval_wall_s'])} wall ({_seconds(cost['eval_cpu_s'])} CPU): "
+                       "summed over the calls that did the work; CPU is this process's, all threads, so it does "
+                       f"not grow when other programs share the machine ({study['machine']})."))
     blocks.append(Heading(2, "Plan"))
     blocks.append(Para("\n".join(f"`{line}`" if line.strip() else "" for line in study["plan"].splitlines())
                        .replace("\n", "  \n")))

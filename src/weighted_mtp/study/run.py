@@ -21,7 +21,7 @@ from typing import Any
 from weighted_mtp.config import load_config
 from weighted_mtp.errors import ConfigError
 from weighted_mtp.study.analysis import analyse, collect_scores
-from weighted_mtp.study.evaluation import GREEDY_DIR, SAMPLED_DIR, StudyEvalSettings, evaluate_arm
+from weighted_mtp.study.evaluation import EVAL_FILE, GREEDY_DIR, SAMPLED_DIR, StudyEvalSettings, evaluate_arm
 from weighted_mtp.study.plan import StudyPlan, describe, stage_overrides
 from weighted_mtp.study.report import write_study_report
 from weighted_mtp.study.runner import COMPLETE_FILE, read_json, run_stage, write_json
@@ -53,12 +53,11 @@ def _check_eval_data(plan: StudyPlan, settings: StudyEvalSettings) -> None:
                               f"{DEFAULT_EMBEDDED[1]} problems) held-out split")
 
 
-def _eval_seconds(run_dir: Path) -> float:
-    total = 0.0
-    for sub in (GREEDY_DIR, SAMPLED_DIR):
-        for path in (run_dir / sub).rglob("summary.json") if (run_dir / sub).is_dir() else []:
-            total += float(read_json(path).get("seconds", 0.0))
-    return total
+def _eval_cost(run_dir: Path) -> dict[str, float]:
+    """Wall and CPU seconds of an arm's evaluation steps, as `evaluation.py` recorded them."""
+    path = run_dir / EVAL_FILE
+    steps = (read_json(path).get("cost") or {}) if path.is_file() else {}
+    return {key: sum(float(c.get(key, 0.0)) for c in steps.values()) for key in ("wall_s", "cpu_s")}
 
 
 def _tasks_text(output_dir: Path, plan: StudyPlan, seeds: list[int], settings: StudyEvalSettings) -> str:
@@ -77,8 +76,8 @@ def _tasks_text(output_dir: Path, plan: StudyPlan, seeds: list[int], settings: S
 def study_summary(plan: StudyPlan, seeds: list[int], output_dir: Path, settings: StudyEvalSettings,
                   command: str) -> dict[str, Any]:
     """What the report says about the study itself, read from the run directories."""
-    train_cost: dict[str, dict[str, float]] = {}
-    eval_cost: dict[str, float] = {}
+    train_cost: dict[str, dict[str, dict[str, float]]] = {}
+    eval_cost: dict[str, dict[str, float]] = {}
     temperatures: dict[str, dict[str, float]] = {}
     val_loss: dict[str, dict[str, float]] = {}
     for seed in seeds:
@@ -87,22 +86,28 @@ def study_summary(plan: StudyPlan, seeds: list[int], output_dir: Path, settings:
             if not (run_dir / COMPLETE_FILE).is_file():
                 continue
             done = read_json(run_dir / COMPLETE_FILE)
-            train_cost.setdefault(stage.name, {})[str(seed)] = float(done.get("seconds", 0.0))
+            train_cost.setdefault(stage.name, {})[str(seed)] = {"wall_s": float(done.get("seconds", 0.0)),
+                                                                "cpu_s": float(done.get("cpu_seconds", 0.0))}
             if stage.is_arm:
-                eval_cost[str(seed)] = eval_cost.get(str(seed), 0.0) + _eval_seconds(run_dir)
+                total = eval_cost.setdefault(str(seed), {"wall_s": 0.0, "cpu_s": 0.0})
+                for key, value in _eval_cost(run_dir).items():
+                    total[key] += value
                 if "val/loss" in done.get("last_val", {}):
                     val_loss.setdefault(stage.name, {})[str(seed)] = float(done["last_val"]["val/loss"])
                 sampled = run_dir / SAMPLED_DIR / settings.benchmark / "summary.json"
                 if sampled.is_file():
                     temperatures.setdefault(stage.name, {})[str(seed)] = float(read_json(sampled)["temperature"])
+    cost = {"train": train_cost, "eval": eval_cost}
+    for key in ("wall_s", "cpu_s"):
+        cost[f"train_{key}"] = sum(c[key] for by_seed in train_cost.values() for c in by_seed.values())
+        cost[f"eval_{key}"] = sum(c[key] for c in eval_cost.values())
     return {
         "arms": plan.arms, "baseline": plan.baseline, "seeds": seeds, "benchmark": settings.benchmark,
         "eval_settings": asdict(settings), "command": command, "plan": describe(plan, seeds),
         "stages": [{"name": s.name, "config": str(s.config), "arm": s.is_arm, "links": [list(x) for x in s.links]}
                    for s in plan.stages],
         "overrides": list(plan.overrides), "output_dir": str(output_dir),
-        "cost": {"train": train_cost, "eval": eval_cost,
-                 "train_total": sum(sum(v.values()) for v in train_cost.values()), "eval_total": sum(eval_cost.values())},
+        "cost": cost,
         "temperatures": temperatures, "val_loss": val_loss,
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, torch threads {_threads()}",
     }

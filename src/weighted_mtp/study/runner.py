@@ -37,6 +37,7 @@ class StageOutcome:
     final_dir: Path
     trained: bool          # False: skipped, done by an earlier call
     seconds: float         # wall time spent training this stage, over all calls that trained it
+    cpu_seconds: float     # CPU time of this process (all its threads) over the same calls
     steps: int
 
 
@@ -90,22 +91,26 @@ def run_stage(cfg: Config, run_dir: Path, *, show_progress: bool = True) -> Stag
     _check_same_config(run_dir, config)
     if is_complete(run_dir):
         done = read_json(run_dir / COMPLETE_FILE)
-        return StageOutcome(run_dir, run_dir / "final", False, float(done.get("seconds", 0.0)), int(done["steps"]))
+        return StageOutcome(run_dir, run_dir / "final", False, float(done.get("seconds", 0.0)),
+                            float(done.get("cpu_seconds", 0.0)), int(done["steps"]))
     resume = bool(ckpt.list_checkpoints(run_dir))
     if run_dir.exists() and not resume and any(run_dir.iterdir()):
         _move_aside(run_dir)
     stage_file = run_dir / STAGE_FILE
-    spent = float(read_json(stage_file).get("seconds", 0.0)) if stage_file.is_file() else 0.0
-    write_json(stage_file, {"config": config, "seconds": spent})
-    start = time.perf_counter()
+    earlier = read_json(stage_file) if stage_file.is_file() else {}
+    spent, cpu = float(earlier.get("seconds", 0.0)), float(earlier.get("cpu_seconds", 0.0))
+    write_json(stage_file, {"config": config, "seconds": spent, "cpu_seconds": cpu})
+    start, start_cpu = time.perf_counter(), time.process_time()
     result = train(cfg, run_dir, resume=resume, show_progress=show_progress)
     spent += time.perf_counter() - start
-    write_json(stage_file, {"config": config, "seconds": spent})
+    cpu += time.process_time() - start_cpu
+    write_json(stage_file, {"config": config, "seconds": spent, "cpu_seconds": cpu})
     if result.stopped_by is not None or result.final_dir is None:
         raise StudyInterrupted(f"{run_dir}: stopped by {result.stopped_by or 'the run'} after step {result.steps}; "
                                "run the same `wmtp study` command again to continue")
     write_json(run_dir / COMPLETE_FILE, {"steps": result.steps, "seconds": round(spent, 1),
+                                         "cpu_seconds": round(cpu, 1),
                                          "tokens_per_s": round(result.tokens_per_s, 1),
                                          "resumed": resume, "final_dir": str(result.final_dir),
                                          "last_val": result.last_val})
-    return StageOutcome(run_dir, result.final_dir, True, spent, result.steps)
+    return StageOutcome(run_dir, result.final_dir, True, spent, cpu, result.steps)
