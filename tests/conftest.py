@@ -53,6 +53,8 @@ def tiny_training_overrides(**extra) -> list[str]:
         "training.eval_every": 0.5,
         "data_sampling.n_samples": 40,
         "data_sampling.val_n_samples": 8,
+        "data_sampling.pairwise.n_pairs": 40,  # the policy arms' configs read pairs
+        "data_sampling.pairwise.val_n_pairs": 8,
         "dataset.max_length": 192,
         "checkpoint.save_checkpoint_every": 0.5,
         "checkpoint.save_total_limit": 3,

@@ -40,16 +40,21 @@ def test_quickstart_prints_summary_and_tracks_in_mlflow(tmp_path, capsys, micro_
     assert str(run_dir / "final") in (tmp_path / "critic_pairwise" / "config.yaml").read_text()
     assert str(tmp_path / "critic_pairwise" / "final") in (tmp_path / "verifiable_pairwise" / "config.yaml").read_text()
     assert str(run_dir / "final") in (tmp_path / "rho1" / "config.yaml").read_text()
+    for control in ("random_matched", "shuffled"):
+        assert str(tmp_path / "critic_pairwise" / "final") in (tmp_path / control / "config.yaml").read_text()
     header = next(line for line in out.splitlines() if line.split()[:1] == ["metric"])
-    assert header.split()[1:] == ["baseline", "verifiable_pairwise", "rho1"]
+    assert header.split()[1:] == ["baseline", "verifiable_pairwise", "random_matched", "shuffled", "rho1"]
     cells = {line[:31].strip(): line[31:].split() for line in out.splitlines() if line.startswith("   ")}
     assert all(float(x) > 0 for x in cells["val CE head 4"])  # every arm validated on head 4
     assert cells["weight mean"][0] == "-" and float(cells["weight mean"][1]) > 0  # baseline has no weights
-    assert float(cells["rho-1 selection ratio"][2]) == pytest.approx(0.7, abs=0.02)
+    assert float(cells["rho-1 selection ratio"][4]) == pytest.approx(0.7, abs=0.02)
     assert 0.0 <= float(cells["critic train pair accuracy"][1]) <= 1.0
+    assert len(set(cells["training rows (digest)"])) == 1  # the arms differ only in their weights
+    assert cells["loss normalisation"] == ["weight_mean"] * 5
+    assert all(-1.0 <= float(x) <= 1.0 for x in cells["corr(weight, tokens to end)"][1:4])
 
     # Greedy pass@1 of each arm, sandboxed, then one report over the runs.
-    assert out.count("pass@1") >= 3 and "(subset: 4 of 200)" in out
+    assert out.count("pass@1") >= 5 and "(subset: 4 of 200)" in out
     assert json.loads((run_dir / "eval" / "embedded" / "summary.json").read_text())["subset"] is True
     html = tmp_path / "report" / "report.html"
     assert f"report: {html}" in out and html.is_file()

@@ -101,7 +101,7 @@ MASK = [0, 0, 1, 1, 1, 1, 0]
 def test_critic_hand_example_exp_and_clip():
     mask = torch.tensor([MASK, MASK], dtype=torch.bool)
     inputs = WeightingInputs(mask=mask, values=torch.tensor([VALUES, VALUES]), rewards=torch.tensor([1.0, 0.0]))
-    cfg = WeightingConfig(beta=0.5, min_weight=0.3, max_weight=2.5, whiten=False)
+    cfg = WeightingConfig(beta=0.5, min_weight=0.3, max_weight=2.5, whiten=False, critic_credit="terminal_reward")
     ctx = WeightingContext(cfg=cfg, gamma=1.0, lam=1.0)
     res = critic(inputs, ctx)
     # gamma = lam = 1: A_t = R - V_{t-1}, with V_1..V_4 = 0.5, 0.6, 0.4, 0.8
@@ -292,6 +292,9 @@ def test_weight_statistics_vs_numpy():
         "n_tokens": 5,
         "fraction_at_min": 0.2,
         "fraction_at_max": 0.2,
+        # tokens-to-end (2, 1, 0, 1, 0); average ranks w (2, 3, 4, 5, 1), d (5, 3.5, 1.5, 3.5, 1.5):
+        # centred products sum to 0.5, squares to 10 and 9
+        "corr_distance_to_end": 0.5 / math.sqrt(90),
     }
     assert set(st) == set(want)
     for k, v in want.items():

@@ -1,6 +1,8 @@
 """`wmtp quickstart`: the README's main job. Builds the embedded data and micro model, trains the
-baseline, a pairwise critic, verifiable WMTP and Rho-1, and prints what a newcomer wants to see:
-per-head losses, throughput, the critic's accuracy and one table comparing the arms."""
+uniform baseline, a pairwise critic, the critic-weighted arm, its two matched controls and Rho-1,
+and prints what a newcomer wants to see: per-head losses, throughput, the critic's accuracy and
+one table comparing the arms, which differ only in their token weights (same rows in the same
+order, same normaliser, same budget)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from pathlib import Path
 
 from weighted_mtp.config import load_config
 from weighted_mtp.eval.run import EvalSettings, evaluate_checkpoint
+from weighted_mtp.objectives import OBJECTIVES
 from weighted_mtp.report import write_report
+from weighted_mtp.training.data_feed import training_order_digest
 from weighted_mtp.training.loop import TrainResult, train
 
 
@@ -45,7 +49,9 @@ ARM_ROWS = [("val/loss", "val CE, mean over heads")] + [(f"val/ce_head{k}", f"va
     ("train/weight/mean", "weight mean"), ("train/weight/std", "weight std"), ("train/weight/p50", "weight p50"),
     ("train/weight/p95", "weight p95"), ("train/weight/max", "weight max"),
     ("train/weight/fraction_clipped", "weight fraction clipped"),
+    ("train/weight/fraction_at_min", "weight fraction at min"),
     ("train/weight/effective_token_fraction", "effective token fraction"),
+    ("train/weight/corr_distance_to_end", "corr(weight, tokens to end)"),
     ("train/weight/selection_ratio", "rho-1 selection ratio"),
     ("train/weighted_unweighted_ratio", "weighted / unweighted loss"),
     ("train/pairwise_accuracy", "critic train pair accuracy"), ("train/value_loss", "critic value loss"),
@@ -61,11 +67,14 @@ def critic_table(results: dict[str, TrainResult]) -> str:
     return "\n".join(lines)
 
 
-def arms_table(results: dict[str, TrainResult]) -> str:
-    """One row per metric, one column per arm; '-' where an arm has no such metric."""
+def arms_table(results: dict[str, TrainResult], facts: dict[str, dict[str, str]] | None = None) -> str:
+    """One row per metric, one column per arm; '-' where an arm has no such metric. `facts`:
+    extra text rows (label -> arm -> text), e.g. what each arm trained on."""
     names = list(results)
     width = max(14, *(len(n) + 2 for n in names))
     lines = [f"   {'metric':<28}" + "".join(f"{n:>{width}}" for n in names)]
+    for label, row in (facts or {}).items():
+        lines.append(f"   {label:<28}" + "".join(f"{row.get(n, '-'):>{width}}" for n in names))
     for key, label in ARM_ROWS:
         cells = []
         for n in names:
@@ -86,39 +95,56 @@ def _fresh(run_dir: Path) -> Path:
     return run_dir
 
 
+POLICY_ARMS = {  # run directory -> config; every arm starts from the same micro model
+    "baseline": "baseline/baseline.yaml",
+    "verifiable_pairwise": "verifiable/verifiable_pairwise.yaml",
+    "random_matched": "controls/random_matched.yaml",
+    "shuffled": "controls/shuffled.yaml",
+    "rho1": "rho1/rho1.yaml",
+}
+
+
 def run_quickstart(output_dir: Path, configs_root: Path, steps: int | None = None,
                    eval_limit: int | None = None) -> dict[str, TrainResult]:
-    """Baseline -> pairwise critic on its trunk -> verifiable WMTP with the pairwise auxiliary
-    loss (that critic scores tokens and keeps learning) -> Rho-1 with the baseline's next-token
-    head as the reference. Every policy arm starts from the same micro model with the same step
-    budget and is validated on the same correct solutions, so their CE compare. Then greedy
+    """Baseline -> pairwise critic on its trunk -> the critic-weighted arm (that critic scores
+    tokens and its value head keeps learning, with the pairwise auxiliary loss), its random and
+    shuffled controls (the same critic, its weights rearranged) and Rho-1 with the baseline's
+    next-token head as the reference. Every policy arm starts from the same micro model and reads
+    the same rows in the same order with the same normaliser and step budget (the table's
+    "training rows" digest shows it), and is validated on the same held-out rows. Then greedy
     pass@1 of each arm on the embedded test problems (sandboxed) and a report comparing them."""
     overrides = [f"training.max_steps={steps}"] if steps else []
     start = time.perf_counter()
-    results = {}
-    cfg = load_config(configs_root / "baseline" / "baseline.yaml", overrides)
+    results: dict[str, TrainResult] = {}
+    configs = {name: configs_root / path for name, path in POLICY_ARMS.items()}
+    cfg = load_config(configs["baseline"], overrides)
     results["baseline"] = train(cfg, _fresh(output_dir / "baseline"))
     policy = results["baseline"].final_dir
     cfg = load_config(configs_root / "critic" / "critic_pairwise.yaml", overrides + [f"models.policy.path={policy}"])
     results["critic_pairwise"] = train(cfg, _fresh(output_dir / "critic_pairwise"))
     critic = results["critic_pairwise"].final_dir
-    cfg = load_config(configs_root / "verifiable" / "verifiable_pairwise.yaml",
-                      overrides + [f"models.critic.path={critic}"])
-    results["verifiable_pairwise"] = train(cfg, _fresh(output_dir / "verifiable_pairwise"))
-    cfg = load_config(configs_root / "rho1" / "rho1.yaml", overrides + [f"models.reference.path={policy}"])
-    results["rho1"] = train(cfg, _fresh(output_dir / "rho1"))
+    arm_overrides = overrides + [f"models.critic.path={critic}", f"models.reference.path={policy}"]
+    digests = {}
+    for name, path in configs.items():
+        cfg = load_config(path, arm_overrides)
+        digests[name] = training_order_digest(cfg, OBJECTIVES[cfg.experiment.stage](cfg).batch_kind == "pairwise")
+        if name != "baseline":
+            results[name] = train(cfg, _fresh(output_dir / name))
+    arms = tuple(POLICY_ARMS)
     print()
     print(summarise("baseline", results["baseline"]))
     print(f"== pairwise critic on the baseline trunk (frozen), validated on unseen problems: "
           f"{results['critic_pairwise'].steps} steps, run directory {results['critic_pairwise'].run_dir}")
     print(critic_table({"critic_pairwise": results["critic_pairwise"]}))
-    print("== policy arms: same micro model, data budget and validation split "
-          "(val CE is unweighted in every arm; weights are over response tokens)")
-    for name in ("verifiable_pairwise", "rho1"):
+    print("== policy arms: same micro model, rows, order, normaliser and step budget; they differ only in "
+          "their token weights (val CE is unweighted in every arm; weights are over response tokens)")
+    for name in arms[1:]:
         print(f"   {name}: {results[name].steps} steps, run directory {results[name].run_dir}")
-    print(f"   rho1 reference: the baseline's next-token head ({policy})")
-    print(arms_table({n: results[n] for n in ("baseline", "verifiable_pairwise", "rho1")}))
-    arms = ("baseline", "verifiable_pairwise", "rho1")
+    print(f"   critic: {critic}; rho1 reference: the baseline's next-token head ({policy})")
+    loaded = {name: load_config(configs[name], arm_overrides) for name in arms}
+    facts = {"training rows (digest)": digests,
+             "loss normalisation": {n: c.training.loss.normalization for n, c in loaded.items()}}
+    print(arms_table({n: results[n] for n in arms}, facts))
     print("== greedy pass@1 on the embedded test problems (each program sandboxed)")
     settings = EvalSettings(benchmark="embedded", split="test", n=1, ks=[1], temperature=0.0, seeds=[0],
                             max_new_tokens=160, limit=eval_limit)

@@ -111,6 +111,15 @@ class DataSamplingConfig:
     # Pair sampling, for objectives whose batches are (correct, incorrect) pairs.
     pairwise: PairSamplingConfig = field(default_factory=lambda: PairSamplingConfig())
     max_pairs_per_problem: int = 8
+    # one_to_one: each solution in at most one pair (a problem's correct and incorrect solutions
+    # zipped after shuffling); all_combinations: every (correct, incorrect) product of a problem
+    # (seed 001), then capped by max_pairs_per_problem.
+    pairing: Literal["one_to_one", "all_combinations"] = "one_to_one"
+    # What the policy arms (baseline, verifiable and its controls, rho1) train and validate on.
+    # pairs: the correct side of (correct, incorrect) pairs, so every arm sees the same rows in
+    # the same order (the critic arm needs the incorrect side for its value and ranking terms);
+    # rows: correct rows sampled on their own (data_sampling.n_samples / val_n_samples).
+    policy_data: Literal["pairs", "rows"] = "rows"
     length_bins: Optional[list[int]] = None
     # Asking for more rows/pairs than exist: false uses what exists (and says so), true fails.
     strict: bool = False
@@ -151,7 +160,14 @@ class WeightingConfig:
     # How each target token of the MTP loss is weighted (see `weighted_mtp.weighting`):
     # uniform | critic (exp of the whitened GAE advantage) | rho1 (excess loss against a
     # reference) | random_matched / shuffled (controls with the critic weights' statistics).
-    scheme: Literal["uniform", "critic", "rho1", "random_matched", "shuffled"] = "uniform"
+    # combined (critic weight x rho1 weight, renormalised to mean 1 over the batch's response tokens).
+    scheme: Literal["uniform", "critic", "rho1", "random_matched", "shuffled", "combined"] = "uniform"
+    # Credit of token t from the critic's values (see `weighting.advantage`).
+    # value_delta: delta_t = V(s_t) - V(s_{t-1}), the pure value difference, unchanged when a
+    # constant is added to every value (a pairwise critic's level is arbitrary);
+    # terminal_reward: gamma V(s_t) - V(s_{t-1}) with R - V(s_{T-1}) on the last token, which
+    # mixes the 0/1 reward with the values, so it needs a critic whose values are probabilities.
+    critic_credit: Literal["value_delta", "terminal_reward"] = "value_delta"
     # critic: w = clip(exp(A_hat / beta), min_weight, max_weight).
     beta: float = 1.0
     min_weight: float = 0.1

@@ -221,6 +221,7 @@ class SFTCollator(_Collator):
         length = self._length(max(len(e.input_ids) for e in examples))
         batch: dict[str, Any] = _pad(examples, length, self.pad_id)
         batch["is_correct"] = torch.tensor([r.is_correct for r in records], dtype=torch.bool)
+        batch["task_ids"] = [r.task_id for r in records]  # which rows were trained on, for audits
         batch["n_truncated"] = sum(e.truncated for e in examples)
         ref_ce = place_ref_ce(records, examples, length, self.max_length)
         if ref_ce is not None:
@@ -235,7 +236,10 @@ class PairwiseCollator(_Collator):
     """Batch of (correct, incorrect) Record pairs -> pos_* and neg_* tensors.
 
     Both sides are padded to one common length (the longest row on either side) so a model can
-    score them in a single forward pass on torch.cat([pos, neg]); the extra padding is masked."""
+    score them in a single forward pass on torch.cat([pos, neg]); the extra padding is masked.
+    `pos_length` (the correct side's own longest row) lets a policy loss that reads only the
+    correct side drop the extra columns without a device sync; `pos_ref_ce` is the correct side's
+    cached reference CE when its records carry one (Rho-1 on pairs)."""
 
     def __call__(self, pairs: Sequence[tuple[Record, Record]]) -> dict[str, Any]:
         if not pairs:
@@ -247,6 +251,12 @@ class PairwiseCollator(_Collator):
         for side, exs in (("pos", pos), ("neg", neg)):
             for key, tensor in _pad(exs, length, self.pad_id).items():
                 batch[f"{side}_{key}"] = tensor
+        batch["pos_length"] = max(len(e.input_ids) for e in pos)
+        batch["pos_task_ids"] = [p.task_id for p, _ in pairs]
+        batch["neg_task_ids"] = [n.task_id for _, n in pairs]
+        ref_ce = place_ref_ce([p for p, _ in pairs], pos, length, self.max_length)
+        if ref_ce is not None:
+            batch["pos_ref_ce"] = ref_ce
         batch["n_truncated"] = sum(e.truncated for e in examples)
         return batch
 

@@ -289,16 +289,21 @@ def sample_pairs(
     difficulty_bins: Mapping[str, Sequence[int]] | None = None,
     difficulty_weights: Mapping[str, float] | None = None,
     length_bins: Sequence[int] | None = None,
+    pairing: str = "one_to_one",
 ) -> tuple[list[tuple[int, int]], SampleStats]:
     """(correct_row, incorrect_row) pairs for pairwise/critic objectives.
 
     Both rows of a pair come from the same problem (and the same difficulty bin, and with
     `length_bins` the same output-length bucket, so a critic cannot win by scoring length).
-    Each row appears in at most one pair, so no single solution dominates the gradient.
+    `pairing="one_to_one"`: each row appears in at most one pair, so no single solution dominates
+    the gradient. `pairing="all_combinations"` (seed 001): every (correct, incorrect) product
+    within a group, so a problem with c correct and i incorrect solutions offers c * i pairs.
     `max_pairs_per_problem` stops problems with many solutions from crowding out the rest.
     Problems that cannot form a pair are skipped and counted."""
     if n_pairs <= 0:
         raise ConfigError(f"n_pairs must be > 0, got {n_pairs}")
+    if pairing not in ("one_to_one", "all_combinations"):
+        raise ConfigError(f"data_sampling.pairing: expected one_to_one or all_combinations, got {pairing!r}")
     if max_pairs_per_problem is not None and max_pairs_per_problem < 1:
         raise ConfigError(f"data_sampling.max_pairs_per_problem: must be >= 1, got {max_pairs_per_problem}")
     bins = _bins(difficulty_bins)
@@ -323,7 +328,10 @@ def sample_pairs(
         rng.shuffle(pos)
         rng.shuffle(neg)
         pairs = problem_pairs.setdefault(problem, [])
-        pairs.extend((b, (int(p), int(n))) for p, n in zip(pos, neg))
+        if pairing == "one_to_one":
+            pairs.extend((b, (int(p), int(n))) for p, n in zip(pos, neg))
+        else:
+            pairs.extend((b, (int(p), int(n))) for p in pos for n in neg)
 
     skipped = 0
     for problem, pairs in problem_pairs.items():

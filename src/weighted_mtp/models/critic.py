@@ -27,6 +27,11 @@ from weighted_mtp.models.value_head import ValueHead
 
 MODES = ("frozen", "last_n", "lora")
 CRITIC_CONFIG_FILE = "critic_config.json"
+# The loss that trained the value head decides what its outputs mean: bce gives logits of
+# P(correct); mse and lambda_return regress the 0/1 reward, so their values are on the
+# probability scale; pairwise (Bradley-Terry) values have an arbitrary level and scale.
+TRAINING_LOSSES = ("bce", "mse", "lambda_return", "pairwise")
+PROBABILITY_LOSSES = ("bce", "mse", "lambda_return")
 VALUE_HEAD_FILE = "value_head.safetensors"
 BACKBONE_TRAINABLE_FILE = "backbone_trainable.safetensors"
 ADAPTER_DIR = "adapter"
@@ -39,8 +44,10 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 class CriticModel(nn.Module):
     def __init__(self, backbone: nn.Module, value_head: ValueHead, *, backbone_dir: str, mode: str,
-                 n_unfrozen_layers: int = 0, lora: dict | None = None, dtype: torch.dtype = torch.float32):
+                 n_unfrozen_layers: int = 0, lora: dict | None = None, dtype: torch.dtype = torch.float32,
+                 training_loss: str | None = None):
         super().__init__()
+        self.training_loss = training_loss  # None: a checkpoint that did not record it
         self.backbone = backbone
         self.value_head = value_head
         self.backbone_dir, self.mode, self.n_unfrozen_layers = backbone_dir, mode, n_unfrozen_layers
@@ -51,9 +58,11 @@ class CriticModel(nn.Module):
     @classmethod
     def build(cls, backbone_dir: str | Path, *, head_type: str = "mlp", dropout: float = 0.0, mode: str = "frozen",
               n_unfrozen_layers: int = 0, lora: dict | None = None,
-              dtype: torch.dtype = torch.float32) -> "CriticModel":
+              dtype: torch.dtype = torch.float32, training_loss: str | None = None) -> "CriticModel":
         if mode not in MODES:
             raise WMTPError(f"unknown critic mode {mode!r}; valid modes: {', '.join(MODES)}")
+        if training_loss is not None and training_loss not in TRAINING_LOSSES:
+            raise WMTPError(f"unknown critic training loss {training_loss!r}; known: {', '.join(TRAINING_LOSSES)}")
         backbone, n_layers = _load_backbone(backbone_dir, dtype)
         hidden_size = backbone.config.hidden_size
         try:
@@ -74,7 +83,7 @@ class CriticModel(nn.Module):
             lora_cfg = lora_settings(backbone, lora)
             backbone = wrap_lora(backbone, lora_cfg)
         model = cls(backbone, head, backbone_dir=str(backbone_dir), mode=mode, n_unfrozen_layers=n_unfrozen_layers,
-                    lora=lora_cfg, dtype=dtype)
+                    lora=lora_cfg, dtype=dtype, training_loss=training_loss)
         return model.train()
 
     # ---- forward -----------------------------------------------------------------------------
@@ -97,12 +106,22 @@ class CriticModel(nn.Module):
         """[B, S] fp32 values, one per position (the value of the prefix ending there)."""
         return self.value_head(self.hidden_states(input_ids, attention_mask))
 
+    @property
+    def values_are_probabilities(self) -> bool:
+        """Whether ``credit_values`` are P(correct)-scale numbers that may be mixed with a 0/1 reward."""
+        return self.training_loss in PROBABILITY_LOSSES
+
+    def credit_values(self, values: Tensor) -> Tensor:
+        """The values as token credit is computed from them: a BCE critic's logits become
+        probabilities (sigmoid), every other critic's values are used as they are."""
+        return torch.sigmoid(values) if self.training_loss == "bce" else values
+
     # ---- persistence -------------------------------------------------------------------------
 
     def config_dict(self) -> dict:
         return {"format": CRITIC_FORMAT, "version": 1, "backbone_dir": self.backbone_dir, "mode": self.mode,
                 "n_unfrozen_layers": self.n_unfrozen_layers, "lora": self.lora, "dtype": _dtype_name(self.dtype),
-                **self.value_head.config()}
+                "training_loss": self.training_loss, **self.value_head.config()}
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -132,7 +151,7 @@ class CriticModel(nn.Module):
                 dtype = getattr(torch, cfg.get("dtype", "float32"))
             model = cls.build(backbone_dir or cfg["backbone_dir"], head_type=cfg["head_type"],
                               dropout=cfg["dropout"], mode=cfg["mode"], n_unfrozen_layers=cfg["n_unfrozen_layers"],
-                              lora=cfg["lora"], dtype=dtype)
+                              lora=cfg["lora"], dtype=dtype, training_loss=cfg.get("training_loss"))
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise WMTPError(f"{cfg_path}: unreadable critic config ({type(e).__name__}: {e})") from e
         model.backbone_dir = cfg["backbone_dir"] if backbone_dir is None else str(backbone_dir)

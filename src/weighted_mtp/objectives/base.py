@@ -110,6 +110,22 @@ class ObjectiveDefaults:
         pass
 
 
+def policy_rows(batch: dict[str, Any]) -> dict[str, Any]:
+    """The rows the policy loss trains on: an SFT batch as it is, or the correct side of a
+    pairwise batch (``pos_*``) cut to its own longest row (both sides were padded to a common
+    length, and the padding columns would cost forward time for nothing)."""
+    if "pos_input_ids" not in batch:
+        return batch
+    length = batch.get("pos_length")
+    if length is None:
+        length = int(batch["pos_attention_mask"].sum(1).max())
+    rows = {k[4:]: v[:, :length] for k, v in batch.items()
+            if k.startswith("pos_") and isinstance(v, Tensor) and v.dim() == 2}
+    if "pos_task_ids" in batch:
+        rows["task_ids"] = batch["pos_task_ids"]
+    return rows
+
+
 class PolicyObjective(ObjectiveDefaults):
     """Default plumbing for objectives that train the MTP policy and keep no state of their own."""
 
@@ -130,3 +146,20 @@ class PolicyObjective(ObjectiveDefaults):
             raise ConfigError(f"{directory}: the checkpoint {'has' if model.lora else 'has no'} LoRA adapters but "
                               f"training.use_lora is {str(self.cfg.training.use_lora).lower()}")
         return model
+
+
+class PolicyArmObjective(PolicyObjective):
+    """An arm of the weighting comparison (uniform baseline, critic and its controls, Rho-1).
+
+    Every arm reads its batches the same way (`data_sampling.policy_data`): with `pairs` the loop
+    hands it (correct, incorrect) pairs and the policy trains on the correct side (`policy_rows`),
+    so all arms see the same rows in the same order (the critic arm needs the incorrect side for
+    its value and ranking terms); validation reads the correct side of validation pairs likewise.
+    Distributed losses combine by the policy's target tokens."""
+
+    loss_units = "policy_tokens"
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        kind = "pairwise" if cfg.data_sampling.policy_data == "pairs" else "sft"
+        self.batch_kind = self.val_batch_kind = kind

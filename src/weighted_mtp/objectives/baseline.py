@@ -7,7 +7,7 @@ from typing import Any
 
 from weighted_mtp.losses.mtp_loss import mtp_cross_entropy
 from weighted_mtp.models.mtp import MTPModel
-from weighted_mtp.objectives.base import ObjectiveOutput, PolicyObjective
+from weighted_mtp.objectives.base import ObjectiveOutput, PolicyArmObjective, policy_rows
 
 
 def mtp_output_metrics(result, prefix: str = "") -> tuple[dict, dict]:
@@ -20,8 +20,9 @@ def mtp_output_metrics(result, prefix: str = "") -> tuple[dict, dict]:
     return metrics, sums
 
 
-class BaselineObjective(PolicyObjective):
+class BaselineObjective(PolicyArmObjective):
     def __call__(self, model: MTPModel, batch: dict[str, Any], *, training: bool) -> ObjectiveOutput:
+        batch = policy_rows(batch)
         out = model(batch["input_ids"], batch["attention_mask"])
         loss_cfg = self.cfg.training.loss
         result = mtp_cross_entropy(

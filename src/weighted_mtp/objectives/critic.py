@@ -42,7 +42,8 @@ class CriticObjective(PolicyObjective):
         lora = lora_options(t.lora) if t.use_lora else None
         model = CriticModel.build(str(backbone), head_type=t.value_head_type, dropout=t.dropout, mode=mode,
                                   n_unfrozen_layers=t.num_unfrozen_layers, lora=lora,
-                                  dtype=DTYPES[self.cfg.models.critic.dtype])
+                                  dtype=DTYPES[self.cfg.models.critic.dtype],
+                                  training_loss="pairwise" if t.loss_type == "pairwise" else t.pointwise_loss)
         return model, load_tokenizer(backbone), backbone
 
     def load_model(self, directory: Path) -> CriticModel:

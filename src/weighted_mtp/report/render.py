@@ -18,13 +18,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from weighted_mtp.errors import WMTPError
 from weighted_mtp.report import plots
 from weighted_mtp.report.collect import EvalResult, RunSummary, collect_run, unique_names
 from weighted_mtp.report.stats import bootstrap_ci, mean_ci_over_seeds
 from weighted_mtp.report.token_weights import UNWEIGHTED_STAGES
 
-WEIGHT_KEYS = ["mean", "std", "p50", "p95", "max", "fraction_clipped", "effective_token_fraction", "selection_ratio"]
+WEIGHT_KEYS = ["mean", "std", "p50", "p95", "max", "fraction_clipped", "fraction_at_min", "effective_token_fraction",
+               "selection_ratio", "corr_distance_to_end"]
 EVAL_SETTINGS = ["split", "subset", "n_tasks", "n_tasks_total", "n", "seeds", "temperature", "top_p",
                  "prompt_format", "temperature_selected_on"]
 
@@ -199,8 +202,38 @@ def weight_stats_section(runs: list[RunSummary], labels: list[str]) -> list[Bloc
         return blocks + [Para("No arm logged token weights (baseline and critic stages train unweighted).")]
     keys = [k for k in WEIGHT_KEYS if any(f"train/weight/{k}" in r.last for _, r in weighted)]
     rows = [[label] + [fmt_metric(r.last.get(f"train/weight/{k}")) for k in keys] for label, r in weighted]
-    return blocks + [Para("Token weights over the response tokens of the last logging interval of training."),
+    return blocks + [Para("Token weights over the response tokens of the last logging interval of training. "
+                          "corr_distance_to_end is the Spearman correlation of a token's weight with the number "
+                          "of response tokens after it: far from 0, the weights encode the position in the "
+                          "response rather than (only) credit."),
                      Table(["arm"] + keys, rows)]
+
+
+def _grid_cell(run: RunSummary) -> tuple[str, str]:
+    """(NTP|MTP, uniform|weighted) of a policy run, from its config."""
+    k = int(run.config_value("models.policy.n_future_tokens", 4) or 4)
+    weighted = run.stage != "baseline" and run.scheme not in ("uniform", "")
+    return ("NTP (K=1)" if k == 1 else f"MTP (K={k})"), ("weighted" if weighted else "uniform")
+
+
+def grid_section(runs: list[RunSummary], labels: list[str], benchmark: str | None) -> list[Block]:
+    """Seed 002's 2x2 comparison {NTP, MTP} x {uniform, weighted}, when the runs fill both rows:
+    head-1 validation CE (the next-token loss every cell has) and pass@1 where evaluated."""
+    cells: dict[tuple[str, str], list[str]] = {}
+    policy = [(label, r) for label, r in zip(labels, runs) if r.stage in ("baseline", "verifiable", "rho1")]
+    for label, r in policy:
+        ce = fmt_metric(r.final_val.get("val/ce_head1"))
+        evals = r.evals.get(benchmark) if benchmark else next(iter(r.evals.values()), None)
+        p1 = fmt_rate(float(np.mean(evals.per_seed(1)))) if evals is not None and evals.per_seed(1) else "-"
+        cells.setdefault(_grid_cell(r), []).append(f"{label}: CE1 {ce}, pass@1 {p1}")
+    rows_k = sorted({row for row, _ in cells})
+    if len(rows_k) < 2:
+        return []
+    rows = [[row] + ["; ".join(cells.get((row, col), ["-"])) for col in ("uniform", "weighted")] for row in rows_k]
+    return [Heading(2, "NTP / MTP x uniform / weighted"),
+            Para("Each cell: the runs of that kind, with head-1 validation CE (next-token loss, the quantity "
+                 "every cell shares) and pass@1 (mean over seeds) where evaluated."),
+            Table(["", "uniform", "weighted"], rows)]
 
 
 def _subset_text(summary: dict) -> str:
@@ -368,6 +401,7 @@ def build_report(runs: list[RunSummary], *, benchmark: str | None = None, n_exam
     blocks += runs_section(runs, labels)
     blocks += validation_section(runs, labels)
     blocks += weight_stats_section(runs, labels)
+    blocks += grid_section(runs, labels, benchmark)
     blocks += evaluation_section(runs, labels, benchmark)
     blocks += curves_section(runs, labels, images)
     blocks += weights_section(runs, labels, images, n_examples, weights)

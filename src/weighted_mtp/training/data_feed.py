@@ -58,7 +58,7 @@ def load_split(cfg: Config, which: str, pairwise: bool, progress: float = 0.0, p
     if pairwise:
         pairs, stats = sample_pairs(index, n, seed=seed, max_pairs_per_problem=s.max_pairs_per_problem,
                                     difficulty_bins=s.difficulty_bins, difficulty_weights=s.difficulty_weights,
-                                    length_bins=s.length_bins)
+                                    length_bins=s.length_bins, pairing=s.pairing)
         flat = index.read([i for pair in pairs for i in pair])
         items = list(zip(flat[0::2], flat[1::2]))
     else:
@@ -81,6 +81,23 @@ def load_split(cfg: Config, which: str, pairwise: bool, progress: float = 0.0, p
 def problem_ids(items: list[Any]) -> set[str]:
     """Problems of a split's items (Records or (correct, incorrect) pairs)."""
     return {(item[0] if isinstance(item, tuple) else item).problem_id for item in items}
+
+
+def policy_task_ids(items: list[Any]) -> list[str]:
+    """The task ids the policy trains on, in order: each Record, or each pair's correct side."""
+    return [(item[0] if isinstance(item, tuple) else item).task_id for item in items]
+
+
+def training_order_digest(cfg: Config, pairwise: bool) -> str:
+    """A short hash of the first epoch's training rows in the order the loop reads them (the
+    policy's side of each item): two runs with the same digest trained on the same rows in the
+    same order, which is what makes arms of a comparison differ only in their weights."""
+    import hashlib
+
+    split = load_split(cfg, "train", pairwise, progress_end=min(1.0, 1.0 / max(1.0, cfg.training.n_epochs)))
+    feed = BatchFeed(cfg, split, cfg.training.batch_size, pairwise, cfg.training.n_epochs)
+    order = policy_task_ids(feed._epoch_items())
+    return hashlib.sha1("\n".join(order).encode()).hexdigest()[:10]
 
 
 class BatchFeed:

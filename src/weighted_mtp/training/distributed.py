@@ -157,7 +157,7 @@ def loss_units(objective) -> str:
     (target tokens: the MTP losses) or "rows" (sequences or pairs: pairwise batches, the
     critic's sequence-mean losses). An objective may declare `loss_units` itself."""
     declared = getattr(objective, "loss_units", None)
-    if declared in ("tokens", "rows"):
+    if declared in ("tokens", "rows", "policy_tokens"):
         return declared
     return "rows" if objective.batch_kind == "pairwise" else "tokens"
 
@@ -167,6 +167,9 @@ def count_units(batch: dict, units: str) -> int:
     if units == "rows":
         key = "pos_input_ids" if "pos_input_ids" in batch else "input_ids"
         return int(batch[key].shape[0])
+    if units == "policy_tokens":  # the policy loss's targets: the correct side of pairwise batches
+        key = "labels" if "labels" in batch else "pos_labels"
+        return int((batch[key] != -100).sum())
     if "labels" in batch:
         return int((batch["labels"] != -100).sum())
     return int(sum(int((batch[k] != -100).sum()) for k in ("pos_labels", "neg_labels") if k in batch))

@@ -7,13 +7,14 @@ from weighted_mtp.weighting.schemes import (
     WeightingContext,
     WeightingInputs,
     WeightingResult,
+    combined,
     critic,
     random_matched,
     rho1,
     shuffled,
     uniform,
 )
-from weighted_mtp.weighting.statistics import weight_statistics
+from weighted_mtp.weighting.statistics import distance_to_end_correlation, weight_statistics
 from weighted_mtp.weighting.whitening import RunningMoments
 
 __all__ = [
@@ -23,7 +24,9 @@ __all__ = [
     "WeightingContext",
     "WeightingInputs",
     "WeightingResult",
+    "combined",
     "critic",
+    "distance_to_end_correlation",
     "gae_advantages",
     "random_matched",
     "rho1",

@@ -1,4 +1,4 @@
-"""Per-token loss weights: one contract, five schemes.
+"""Per-token loss weights: one contract, six schemes.
 
 Every scheme maps (``WeightingInputs``, ``WeightingContext``) to a ``WeightingResult`` whose
 weights are ``[B, S]`` float32 on the mask's device, never require grad (weights scale the loss,
@@ -10,6 +10,8 @@ they are not trained through) and are exactly 0 off the response tokens.
 - random_matched / shuffled: controls. They keep the critic weights' statistics (batch mean and
   std; each row's multiset) but break their link to the tokens, so any gain of ``critic`` over
   them is due to *which* tokens get weight, not to the weight distribution.
+- combined: critic weight x rho1 weight, renormalised to mean 1 over the batch's response tokens
+  (seed 002: does the critic's credit add to Rho-1's selection?).
 
 Random draws come from ``ctx.generator`` on the CPU and are then moved, so a seed gives the same
 weights on any device.
@@ -121,7 +123,8 @@ def _critic(scheme: str, inputs: WeightingInputs, ctx: WeightingContext) -> Weig
         raise ValueError(f"weighting.beta must be > 0, got {cfg.beta}")
     if not 0 <= cfg.min_weight <= cfg.max_weight:
         raise ValueError(f"need 0 <= weighting.min_weight <= max_weight, got {cfg.min_weight}, {cfg.max_weight}")
-    adv = gae_advantages(values, rewards, m, ctx.gamma, ctx.lam)
+    credit = cfg.critic_credit
+    adv = gae_advantages(values, rewards, m, ctx.gamma, ctx.lam, credit)
     if cfg.whiten:
         if ctx.training and ctx.stats is not None:
             ctx.stats.update(adv, m)
@@ -133,7 +136,7 @@ def _critic(scheme: str, inputs: WeightingInputs, ctx: WeightingContext) -> Weig
     n = m.sum().clamp(min=1)
     clipped = m & ((raw <= cfg.min_weight) | (raw >= cfg.max_weight))
     a_mean, a_std = _mean_std(adv, m)
-    delta_mean, _ = _mean_std(td_errors(values, rewards, m, ctx.gamma), m)
+    delta_mean, _ = _mean_std(td_errors(values, rewards, m, ctx.gamma, credit), m)
     dev = m.device
     metrics = {
         "delta_mean": _scalar(delta_mean, dev),
@@ -228,10 +231,29 @@ def shuffled(inputs: WeightingInputs, ctx: WeightingContext) -> WeightingResult:
     return WeightingResult(_masked(w, m), dict(base.metrics))
 
 
+@torch.no_grad()
+def combined(inputs: WeightingInputs, ctx: WeightingContext) -> WeightingResult:
+    """critic weight x rho1 weight, scaled so the product has mean 1 over the batch's response tokens.
+
+    The rescaling keeps the combined arm on the uniform arm's overall scale, so it differs from
+    the critic and rho1 arms only in which tokens carry the weight. Both parents' metrics are kept
+    (critic ones as is, rho1 ones prefixed ``rho1_``)."""
+    crit = _critic("combined", inputs, ctx)
+    sel = rho1(inputs, ctx)
+    m = inputs.mask.bool()
+    product = crit.weights.to(torch.float64) * sel.weights.to(torch.float64)
+    mean, _ = _mean_std(product, m)
+    w = _masked(product / mean if float(mean) > 0 else product, m).float()
+    metrics = dict(crit.metrics)
+    metrics.update({f"rho1_{k}": v for k, v in sel.metrics.items()})
+    return WeightingResult(w, metrics)
+
+
 WEIGHTINGS: dict[str, Weighting] = {
     "uniform": uniform,
     "critic": critic,
     "rho1": rho1,
     "random_matched": random_matched,
     "shuffled": shuffled,
+    "combined": combined,
 }
