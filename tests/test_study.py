@@ -115,7 +115,21 @@ def test_report_numbers_from_evaluation_files(tmp_path):
     assert "greedy pass@1, rho1 - uniform: +0.250" in text and "p = 0.500" in text
     assert "no significant difference" in text and "| uniform |" in text
     assert "(the first 4 of 200 test problems, unseen by every stage)" in text
+    assert "| rho1 | arm |" in text and "models.reference.path <- uniform/final" in text
     lines = {line.split(":")[0]: line for line in text.splitlines() if line.startswith("- ")}
     assert "carries no information" in lines["- pass@1, rho1 - uniform"]  # 0 for both arms on every task
     assert "carries no information" not in lines["- pass@2, rho1 - uniform"]
     assert "carries no information" not in lines["- greedy pass@1, rho1 - uniform"]
+
+
+def test_config_difference_names_the_key_and_skips_bookkeeping():
+    from weighted_mtp.study.runner import UNCHECKED_KEYS, first_difference
+
+    old = {"training": {"learning_rate": 0.002, "log_interval": 10}, "mlflow": {"enabled": True}}
+    assert first_difference(old, old) is None
+    new = {"training": {"learning_rate": 0.001, "log_interval": 1}, "mlflow": {"enabled": False}}
+    assert first_difference(old, new, ignore=UNCHECKED_KEYS) == ("training.learning_rate", 0.002, 0.001)
+    new["training"]["learning_rate"] = 0.002
+    assert first_difference(old, new, ignore=UNCHECKED_KEYS) is None
+    assert first_difference(old, new) == ("mlflow.enabled", True, False)
+    assert first_difference({"a": {"b": 1}}, {"a": {}}) == ("a.b", 1, None)

@@ -127,8 +127,12 @@ def build_blocks(study: dict[str, Any], analysis: dict[str, Any]) -> list[Block]
                        "summed over the calls that did the work; CPU is this process's, all threads, so it does "
                        f"not grow when other programs share the machine ({study['machine']})."))
     blocks.append(Heading(2, "Plan"))
-    blocks.append(Para("\n".join(f"`{line}`" if line.strip() else "" for line in study["plan"].splitlines())
-                       .replace("\n", "  \n")))
+    blocks.append(Table(["stage", "role", "config", "reads"],
+                        [[st["name"], "arm" if st["arm"] else "model", st["config"],
+                          "; ".join(f"{key} <- {name}/final" for key, name in st["links"]) or "-"]
+                         for st in study["stages"]]))
+    blocks.append(Para(f"Every stage of seed S: `runtime.seed=S data_sampling.seed=S`"
+                       + (f"; overrides: `{' '.join(study['overrides'])}`" if study["overrides"] else "") + "."))
     return blocks
 
 

@@ -25,6 +25,9 @@ from weighted_mtp.training.loop import train
 
 STAGE_FILE = "study_stage.json"
 COMPLETE_FILE = "study_complete.json"
+# Keys that change how a run is watched or where it runs, not what it learns: a rerun may change them.
+UNCHECKED_KEYS = ("mlflow.", "runtime.num_threads", "runtime.device", "training.log_interval",
+                  "training.eval_batch_size", "checkpoint.save_total_limit", "distributed.timeout_s")
 
 
 class StudyInterrupted(WMTPError):
@@ -53,11 +56,15 @@ def read_json(path: Path) -> Any:
             from None
 
 
-def first_difference(a: Any, b: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
-    """(dotted key, value in a, value in b) of the first difference between two config dicts."""
+def first_difference(a: Any, b: Any, prefix: str = "", ignore: tuple[str, ...] = ()) -> tuple[str, Any, Any] | None:
+    """(dotted key, value in a, value in b) of the first difference between two config dicts,
+    skipping keys that start with any of `ignore`."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b), key=str):
-            found = first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+            dotted = f"{prefix}{key}"
+            if dotted.startswith(ignore):
+                continue
+            found = first_difference(a.get(key), b.get(key), dotted + ".", ignore)
             if found:
                 return found
         return None
@@ -72,7 +79,7 @@ def _check_same_config(run_dir: Path, config: dict) -> None:
     path = run_dir / STAGE_FILE
     if not path.is_file():
         return
-    diff = first_difference(read_json(path).get("config", {}), config)
+    diff = first_difference(read_json(path).get("config", {}), config, ignore=UNCHECKED_KEYS)
     if diff:
         key, old, new = diff
         raise ConfigError(f"{run_dir} was trained with {key}={old!r}, this study asks for {key}={new!r}; "
