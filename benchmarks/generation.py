@@ -21,10 +21,12 @@ done (a finished row is fed padding); ours drops a finished row from the batch a
 at once, and batches prompts of similar length together.
 
     python benchmarks/generation.py [--model embedded:smollm2] [--prompts 16] [--batch-size 8]
-                                    [--max-new-tokens 128] [--repeats 1] [--threads 1]
+                                    [--max-new-tokens 256] [--repeats 1] [--threads 1]
 
-The last line is ``ratio_tokens_per_s=<ours/hf> ratio_tokens_fed=<ours/hf>`` (rows fed to the
-model over all forward passes, a measure of work that does not depend on the machine's load).
+The last line is ``ratio_tokens_per_s=<ours/hf>``, then the same per CPU second of the process
+(``ratio_tokens_per_cpu_s``: less sensitive to other processes on a shared machine), and two
+measures of work that do not depend on the machine's load: ``ratio_forward_passes`` (model
+calls) and ``ratio_tokens_fed`` (token positions fed over all calls, prompts included).
 """
 
 from __future__ import annotations
@@ -53,14 +55,15 @@ from weighted_mtp.eval.tasks import build_prompt, load_benchmark  # noqa: E402
 
 
 class FedCounter:
-    """Counts the token positions fed to the model over all its forward passes (prompt passes included)."""
+    """Counts the forward passes and the token positions fed to the model (prompt passes included)."""
 
     def __init__(self, lm):
-        self.n = 0
+        self.n = self.passes = 0
         self.handle = lm.register_forward_pre_hook(self, with_kwargs=True)
 
     def __call__(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
+        self.passes += 1
         self.n += ids.shape[0] * ids.shape[1] if ids is not None else 0
 
 
@@ -97,7 +100,7 @@ def main() -> None:
     p.add_argument("--model", default="embedded:smollm2", help="a model directory or name (embedded:micro-llama)")
     p.add_argument("--prompts", type=int, default=16, help="the first N HumanEval tasks")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=int, default=256, help="the token budget (wmtp eval's default)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
     args = p.parse_args()
@@ -115,17 +118,21 @@ def main() -> None:
     eos = set(eos_token_ids(lm, tokenizer))
 
     best = {"ours": float("inf"), "hf": float("inf")}
-    tokens_fed = {}
+    cpu = {"ours": float("inf"), "hf": float("inf")}
+    tokens_fed, passes = {}, {}
     ours = hf_new = None
     for _ in range(args.repeats):
-        counter = FedCounter(lm)
-        ours = generate_completions(model, tokenizer, prompts, cfg)
-        counter.handle.remove()
-        best["ours"], tokens_fed["ours"] = min(best["ours"], ours.seconds), counter.n
-        counter = FedCounter(lm)
-        hf_new, seconds = run_hf(lm, tokenizer, encoded, cfg)
-        counter.handle.remove()
-        best["hf"], tokens_fed["hf"] = min(best["hf"], seconds), counter.n
+        for name in ("ours", "hf"):
+            counter = FedCounter(lm)
+            cpu0 = time.process_time()
+            if name == "ours":
+                ours = generate_completions(model, tokenizer, prompts, cfg)
+                seconds = ours.seconds
+            else:
+                hf_new, seconds = run_hf(lm, tokenizer, encoded, cfg)
+            cpu[name] = min(cpu[name], time.process_time() - cpu0)
+            counter.handle.remove()
+            best[name], tokens_fed[name], passes[name] = min(best[name], seconds), counter.n, counter.passes
 
     hf_tokens = [produced_length(tokenizer, e, n, eos, cfg.stop) for e, n in zip(encoded, hf_new)]
     hf_texts = []
@@ -143,11 +150,14 @@ def main() -> None:
           f"threads={torch.get_num_threads()}, best of {args.repeats}, variants interleaved")
     print(f"prompt tokens {sum(map(len, encoded))} (min {min(map(len, encoded))}, max {max(map(len, encoded))}); "
           f"produced tokens per prompt: min {min(ours.new_tokens)}, max {max(ours.new_tokens)}")
-    print(f"{'variant':<8} {'time_s':>8} {'tokens':>7} {'tokens/s':>9} {'tokens_fed':>11}")
+    print(f"{'variant':<8} {'time_s':>8} {'cpu_s':>8} {'tokens':>7} {'tokens/s':>9} {'passes':>7} {'tokens_fed':>11}")
     for name in ("ours", "hf"):
-        print(f"{name:<8} {best[name]:>8.2f} {tokens[name]:>7} {tps[name]:>9.1f} {tokens_fed[name]:>11}")
+        print(f"{name:<8} {best[name]:>8.2f} {cpu[name]:>8.2f} {tokens[name]:>7} {tps[name]:>9.1f} "
+              f"{passes[name]:>7} {tokens_fed[name]:>11}")
     print(f"identical texts: {same}/{len(prompts)}")
-    print(f"ratio_tokens_per_s={tps['ours'] / tps['hf']:.3f} "
+    cpu_ratio = (tokens["ours"] / cpu["ours"]) / (tokens["hf"] / cpu["hf"])
+    print(f"ratio_tokens_per_s={tps['ours'] / tps['hf']:.3f} ratio_tokens_per_cpu_s={cpu_ratio:.3f} "
+          f"ratio_forward_passes={passes['ours'] / passes['hf']:.3f} "
           f"ratio_tokens_fed={tokens_fed['ours'] / tokens_fed['hf']:.3f}")
 
 

@@ -320,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", default="0", help="comma-separated sampling seeds (default 0)")
     ev.add_argument("--max-new-tokens", type=int, default=256)
     ev.add_argument("--batch-size", type=int, default=16, help="prompts generated at once")
+    ev.add_argument("--threads", type=int, default=0, metavar="N",
+                    help="torch threads for generation (default 0: torch's choice, one per core; on a machine "
+                         "shared with other jobs, 1 avoids threads waiting on each other)")
     ev.add_argument("--select-temperature", metavar="T1,T2,...",
                     help="choose the temperature on --split valid by pass@1 and save it for --temperature auto")
     ev.add_argument("--output-dir", type=Path, help="default: <run dir>/eval")

@@ -49,6 +49,7 @@ class EvalSettings:
     workers: int = 2
     timeout_s: float = 5.0
     batch_size: int = 16
+    threads: int = 0  # torch threads for generation; 0 = torch's default (one per core)
     # Where `--temperature auto` found its value (a validation split), recorded in the summary.
     temperature_selected_on: str | None = None
 
@@ -129,6 +130,8 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_d
                         *, model_and_tokenizer=None) -> dict[str, Any]:
     """Generate, execute, score for every seed; returns the summary (also written to disk).
     `checkpoint`: a model directory or a model name (`embedded:smollm2`)."""
+    import torch
+
     from weighted_mtp.eval.generate import GenerationConfig, generate_completions
     from weighted_mtp.eval.sandbox import SandboxLimits
     from weighted_mtp.eval.score import score_samples
@@ -137,6 +140,8 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_d
     checkpoint, model_name = resolve_checkpoint(checkpoint)
     if settings.n < max(settings.ks):
         raise ConfigError(f"--k {max(settings.ks)} needs at least that many samples per task, got --n {settings.n}")
+    if settings.threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0 = torch's default), got {settings.threads}")
     if settings.temperature == 0 and settings.n > 1:
         raise ConfigError("--temperature 0 (greedy) gives n identical samples; use --n 1 or a temperature > 0")
     bench = load_benchmark(settings.benchmark, path=settings.benchmark_file, split=settings.split,
@@ -148,6 +153,8 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_d
     prompts = [build_prompt(task, prompt_format, tokenizer) for task in bench.tasks]
     limits = SandboxLimits(cpu_s=settings.timeout_s, wall_s=2 * settings.timeout_s + 2)
     per_seed: dict[str, list[float]] = {str(k): [] for k in settings.ks}
+    saved_threads = torch.get_num_threads()
+    threads = settings.threads if settings.threads > 0 else saved_threads
     start = time.perf_counter()
     gen_seconds = exec_seconds = 0.0
     n_generated_tokens = n_forward = 0
@@ -158,7 +165,11 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_d
         gen = GenerationConfig(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                                top_p=settings.top_p, stop=STOP_SEQUENCES[prompt_format], seed=seed,
                                batch_size=settings.batch_size)
-        generation = generate_completions(model, tokenizer, [p for p in prompts for _ in range(settings.n)], gen)
+        torch.set_num_threads(threads)
+        try:
+            generation = generate_completions(model, tokenizer, [p for p in prompts for _ in range(settings.n)], gen)
+        finally:
+            torch.set_num_threads(saved_threads)
         completions = generation.texts
         gen_seconds += generation.seconds
         n_generated_tokens += sum(generation.new_tokens)
@@ -184,7 +195,7 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_d
         "n": settings.n, "ks": settings.ks, "temperature": settings.temperature, "top_p": settings.top_p,
         "temperature_selected_on": settings.temperature_selected_on,
         "seeds": settings.seeds, "prompt_format": prompt_format, "prompt_format_reason": why,
-        "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size,
+        "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size, "threads": threads,
         "model": model_name or str(checkpoint), "checkpoint": str(checkpoint),
         "run_dir": str(run) if run else None, "sandbox": asdict(limits),
         "pass_at_k": per_seed, "seconds": round(elapsed, 1),
@@ -293,7 +304,7 @@ def cmd_eval_checkpoint(args) -> int:
         benchmark=args.benchmark, split=args.split, benchmark_file=args.benchmark_file, n=args.n,
         ks=_int_list(args.k, "--k"), seeds=_int_list(args.seeds, "--seeds"), top_p=args.top_p,
         max_new_tokens=args.max_new_tokens, prompt_format=args.prompt_format or "auto", limit=args.limit,
-        workers=args.workers, timeout_s=args.timeout, batch_size=args.batch_size,
+        workers=args.workers, timeout_s=args.timeout, batch_size=args.batch_size, threads=args.threads,
     )
     if args.select_temperature:
         try:
