@@ -17,6 +17,7 @@ from weighted_mtp.eval.prompts import (
     CHAT_RESPONSE_PREFIX,
     chat_prompt,
     chat_solution,
+    complete_prefix,
     first_fenced_block,
     sanitize,
 )
@@ -98,6 +99,15 @@ def test_sanitize_keeps_definitions_and_drops_examples():
     assert sanitize(code) == ("import math\n\nfrom typing import List\n\nLIMIT: int = 3\n\n@staticmethod\n"
                               "def f(x):\n    print('inside')\n    return x\n\nclass A:\n    pass\n")
     assert sanitize("def f(:\n") == "def f(:\n"  # does not parse: left to fail in the sandbox
+
+
+def test_a_definition_cut_off_by_the_budget_is_dropped():
+    done = "import os\n\ndef f(x):\n    return [x,\n        x]\n\n"
+    cut = done + "def g(y):\n    return y +"  # the token budget ran out inside g
+    assert complete_prefix(cut) == done and sanitize(cut) == "import os\n\ndef f(x):\n    return [x,\n        x]\n"
+    assert complete_prefix(done) == done
+    broken_first = "def f(x):\n    return x +\n\ndef g():\n    pass\n"  # no complete prefix: unchanged
+    assert complete_prefix(broken_first) == broken_first
 
 
 def test_chat_solution_keeps_the_prompt_signature():

@@ -13,7 +13,9 @@ that, and is followed here:
 * the code is the first fenced block of ```` ```python\\n ```` + completion; top-level statements
   other than imports, definitions and assignments (example calls, prints, asserts, an
   ``if __name__ == "__main__":`` block) are dropped, as EvalPlus's sanitiser does, because they
-  run before the tests and would fail a correct function on the model's own examples;
+  run before the tests and would fail a correct function on the model's own examples; so is a
+  last definition cut off unfinished by the token budget (EvalPlus keeps complete definitions
+  only), which would otherwise turn the whole program into a syntax error;
 * the program keeps the prompt: the task's code prompt first (its imports, helper functions
   and signature), then the model's code, whose definition of the entry point replaces the
   prompt's stub. Code that is only an indented body continues the prompt's signature.
@@ -92,13 +94,36 @@ def first_fenced_block(completion: str) -> str:
     return body[:end.start()] if end else body
 
 
-def sanitize(code: str) -> str:
-    """Keep the top-level imports, functions, classes and assignments of code that parses; drop
-    the rest (example calls, prints, asserts, a __main__ block). Code that does not parse is
-    returned unchanged, so it fails in the sandbox with its own syntax error."""
+def _parse(code: str) -> ast.Module | None:
     try:
-        tree = ast.parse(code)
+        return ast.parse(code)
     except (SyntaxError, ValueError):
+        return None
+
+
+def complete_prefix(code: str) -> str:
+    """The code up to its last top-level statement that ends before a syntax error: a completion
+    cut off by the token budget loses its unfinished last definition, not everything. Code with
+    no such prefix is returned unchanged (and fails with its own syntax error)."""
+    if _parse(code) is not None:
+        return code
+    lines = code.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line[:1] not in ("", " ", "\t", "\n", "\r", "#", ")", "]", "}")]
+    for cut in reversed(starts[1:]):
+        prefix = "".join(lines[:cut])
+        if _parse(prefix) is not None:
+            return prefix
+    return code
+
+
+def sanitize(code: str) -> str:
+    """Keep the top-level imports, functions, classes and assignments; drop the rest (example
+    calls, prints, asserts, a __main__ block). A trailing statement cut off mid-way is dropped
+    (`complete_prefix`); code that still does not parse is returned unchanged, so it fails in
+    the sandbox with its own syntax error."""
+    code = complete_prefix(code)
+    tree = _parse(code)
+    if tree is None:
         return code
     lines = code.splitlines(keepends=True)
     kept = []
@@ -111,11 +136,8 @@ def sanitize(code: str) -> str:
 
 def defines(code: str, name: str) -> bool:
     """Whether code defines a top-level function or class called `name` (False if it does not parse)."""
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == name
+    tree = _parse(code)
+    return tree is not None and any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == name
                for n in tree.body)
 
 
