@@ -29,7 +29,8 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from weighted_mtp.clara.tokens import add_clara_tokens, clara_tokens, n_memory_tokens
-from weighted_mtp.data.collate import IGNORE_INDEX, pad_token_id
+from weighted_mtp.constants import IGNORE_INDEX
+from weighted_mtp.data.collate import pad_token_id
 from weighted_mtp.errors import ConfigError, WMTPError
 from weighted_mtp.eval.generate import eos_token_ids
 from weighted_mtp.files import building_dir

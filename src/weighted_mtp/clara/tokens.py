@@ -16,7 +16,8 @@ from typing import Any, Sequence
 
 import torch
 
-from weighted_mtp.data.collate import IGNORE_INDEX, eos_token_id, pad_token_id, special_prefix
+from weighted_mtp.constants import IGNORE_INDEX
+from weighted_mtp.data.collate import eos_token_id, pad_token_id, special_prefix
 from weighted_mtp.errors import ConfigError
 
 ENC, SEP = "<ENC>", "<SEP>"

@@ -15,10 +15,10 @@ from typing import Any, Sequence
 
 import torch
 
+from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.data.records import STEP_TASKS, Record
 from weighted_mtp.errors import ConfigError, DataError
 
-IGNORE_INDEX = -100
 
 ALPACA_PROMPT = (
     "Below is an instruction that describes a task. Write a response that appropriately "

@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.losses.fused_linear_ce import fused_linear_cross_entropy
 
 NORMALIZATIONS = ("token_mean", "weight_mean")
@@ -76,7 +77,7 @@ def mtp_cross_entropy(
     unembed_bias: Tensor | None = None,
     normalization: str = "token_mean",
     chunk_size: int = 1024,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     head_scales: Sequence[float] | None = None,
 ) -> MTPLossOutput:
     """Weighted cross-entropy of K prediction heads sharing one unembedding.

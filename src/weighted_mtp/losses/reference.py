@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.losses.mtp_loss import MTPLossOutput, check_inputs
 
 
@@ -25,7 +26,7 @@ def naive_mtp_cross_entropy(
     unembed_bias: Tensor | None = None,
     normalization: str = "token_mean",
     chunk_size: int = 1024,  # accepted for signature parity, unused
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     head_scales: Sequence[float] | None = None,
 ) -> MTPLossOutput:
     """Same signature and semantics as :func:`weighted_mtp.losses.mtp_loss.mtp_cross_entropy`."""

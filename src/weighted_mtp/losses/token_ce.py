@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.losses.fused_linear_ce import fused_linear_cross_entropy
 
 
@@ -23,7 +24,7 @@ def next_token_cross_entropy(
     *,
     bias: Tensor | None = None,
     chunk_size: int = 1024,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Tensor:
     """``ce[b, j] = -log softmax(hidden[b, j-1] @ weight.T + bias)[labels[b, j]]``.
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from weighted_mtp.clara.resources import resolve_base_model, resolve_clara_data
 from weighted_mtp.config.schema import Config
+from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.errors import ConfigError, DataError, WMTPError
 from weighted_mtp.objectives.base import ObjectiveDefaults, ObjectiveOutput
 
@@ -111,7 +112,7 @@ class ClaraObjective(ObjectiveDefaults):
 
     def __call__(self, model, batch: dict[str, Any], *, training: bool) -> ObjectiveOutput:
         gen = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
-        n_targets = (batch["labels"] != -100).sum().to(torch.float32)
+        n_targets = (batch["labels"] != IGNORE_INDEX).sum().to(torch.float32)
         if self.stage in (1, 2):
             out = model.compress(batch["doc_input_ids"], batch["doc_attention_mask"])
             memory = out.memory.view(batch["n_rows"], batch["n_docs"], *out.memory.shape[1:])

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from weighted_mtp.config.schema import Config
+from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.losses.critic_losses import bradley_terry_loss, pairwise_stats, pointwise_loss
 from weighted_mtp.metrics.critic_metrics import class_means, f1_at_threshold, position_correlation, roc_auc, spikiness
 from weighted_mtp.models.critic import CriticModel
@@ -58,7 +59,7 @@ class CriticObjective(PolicyObjective):
     def __call__(self, model: CriticModel, batch: dict[str, Any], *, training: bool) -> ObjectiveOutput:
         if "pos_input_ids" not in batch:  # pointwise training batch
             values = model(batch["input_ids"], batch["attention_mask"])
-            mask = batch["labels"] != -100
+            mask = batch["labels"] != IGNORE_INDEX
             label = batch["is_correct"].to(values.dtype)
             loss = self._pointwise(values, mask, label)
             seq = sequence_mean(values.detach(), mask)
@@ -67,7 +68,7 @@ class CriticObjective(PolicyObjective):
         n = batch["pos_input_ids"].shape[0]
         ids = torch.cat([batch["pos_input_ids"], batch["neg_input_ids"]])
         values = model(ids, torch.cat([batch["pos_attention_mask"], batch["neg_attention_mask"]]))
-        mask = torch.cat([batch["pos_labels"], batch["neg_labels"]]) != -100
+        mask = torch.cat([batch["pos_labels"], batch["neg_labels"]]) != IGNORE_INDEX
         seq = sequence_mean(values, mask)
         label = torch.cat([values.new_ones(n), values.new_zeros(n)])
         if self.t.loss_type == "pairwise":

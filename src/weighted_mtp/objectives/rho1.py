@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from weighted_mtp.config.schema import Config
+from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.errors import ConfigError
 from weighted_mtp.losses.token_ce import next_token_cross_entropy
 from weighted_mtp.models.load import load_policy, load_tokenizer
@@ -60,7 +61,7 @@ class Rho1Objective(PolicyArmObjective):
     def __call__(self, model: MTPModel, batch: dict[str, Any], *, training: bool) -> ObjectiveOutput:
         rows = policy_rows(batch)
         labels = rows["labels"]
-        mask = labels != -100
+        mask = labels != IGNORE_INDEX
         mask[:, 0] = False  # position 0 has no context: no next-token target (never a response token anyway)
         out = model(rows["input_ids"], rows["attention_mask"])
         policy_ce = head1_ce(model, out.head_hidden, labels, self.cfg.training.loss.chunk_size)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from weighted_mtp.data.collate import IGNORE_INDEX
+from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.data.records import STEP_TASKS
 from weighted_mtp.losses.mtp_loss import mtp_cross_entropy
 from weighted_mtp.losses.uncertainty import sigmas, uncertainty_weighted_loss

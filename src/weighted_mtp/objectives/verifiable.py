@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from weighted_mtp.config.schema import Config
+from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.errors import ConfigError
 from weighted_mtp.losses.critic_losses import bradley_terry_loss, pairwise_stats
 from weighted_mtp.models.critic import CRITIC_CONFIG_FILE, CriticModel
@@ -152,7 +153,7 @@ class VerifiableObjective(PolicyArmObjective):
     def __call__(self, model: MTPModel, batch: dict[str, Any], *, training: bool) -> ObjectiveOutput:
         t, w = self.t, self.w
         ids, attn, labels, correct, n_pairs = _rows(batch)
-        mask = labels != -100
+        mask = labels != IGNORE_INDEX
         rewards = correct.float()
         shared = t.critic_mode == "shared"
         critic_learns = shared or t.critic_trainable

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.errors import WMTPError
 
 UNWEIGHTED_STAGES = ("baseline", "critic")
@@ -46,7 +47,7 @@ def decode_tokens(tokenizer, ids: list[int]) -> list[str]:
 
 
 def _example(tokenizer, ids: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> WeightedExample:
-    target = labels != -100
+    target = labels != IGNORE_INDEX
     target[0] = False  # position 0 has no context, never a target
     positions = target.nonzero()
     length = int(positions[-1]) + 1 if len(positions) else int(ids.numel())  # drop trailing padding
@@ -105,6 +106,6 @@ def example_token_weights(run_dir: str | Path, n_examples: int = 4, max_length: 
         return None
     ids, labels, weights = tw.input_ids.cpu(), tw.labels.cpu(), tw.weights.detach().float().cpu()
     examples = [_example(tokenizer, ids[i], labels[i], weights[i]) for i in range(min(n_examples, ids.shape[0]))]
-    mask = labels != -100
+    mask = labels != IGNORE_INDEX
     mask[:, 0] = False
     return TokenWeightSample(examples=examples, target_weights=weights[mask].double().numpy())

@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.errors import ConfigError
 
 STRATEGIES = ("ddp", "fsdp2")
@@ -169,10 +170,10 @@ def count_units(batch: dict, units: str) -> int:
         return int(batch[key].shape[0])
     if units == "policy_tokens":  # the policy loss's targets: the correct side of pairwise batches
         key = "labels" if "labels" in batch else "pos_labels"
-        return int((batch[key] != -100).sum())
+        return int((batch[key] != IGNORE_INDEX).sum())
     if "labels" in batch:
-        return int((batch["labels"] != -100).sum())
-    return int(sum(int((batch[k] != -100).sum()) for k in ("pos_labels", "neg_labels") if k in batch))
+        return int((batch["labels"] != IGNORE_INDEX).sum())
+    return int(sum(int((batch[k] != IGNORE_INDEX).sum()) for k in ("pos_labels", "neg_labels") if k in batch))
 
 
 # ---- the wrapped model -------------------------------------------------------------------------
