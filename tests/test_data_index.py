@@ -133,7 +133,7 @@ def test_unwritable_directory_still_works(data, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError("read-only")
 
-    monkeypatch.setattr("weighted_mtp.data.jsonl_index.tempfile.mkstemp", refuse)
+    monkeypatch.setattr("weighted_mtp.files.tempfile.mkstemp", refuse)  # every atomic write starts here
     idx = JsonlIndex.load_or_build(path)
     assert idx.built and not index_path_for(path).exists()
     assert idx.read([2]) == [Record(**rows[2])]

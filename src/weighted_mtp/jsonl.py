@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from weighted_mtp.errors import DataError
+from weighted_mtp.files import atomic_open
 
 
 def iter_jsonl(path: str | Path, what: str = "data") -> Iterator[tuple[int, Any]]:
@@ -28,14 +29,8 @@ def iter_jsonl(path: str | Path, what: str = "data") -> Iterator[tuple[int, Any]
 
 
 def write_jsonl(path: str | Path, objects: Iterable[Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for obj in objects:
-                f.write(json.dumps(obj, ensure_ascii=False) + "\n")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """One JSON object per line (UTF-8, non-ASCII kept), written atomically; returns `path`."""
+    with atomic_open(path) as f:
+        for obj in objects:
+            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    return Path(path)

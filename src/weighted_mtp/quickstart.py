@@ -12,10 +12,13 @@ from pathlib import Path
 
 from weighted_mtp.config import load_config
 from weighted_mtp.eval.run import EvalSettings, evaluate_checkpoint
+from weighted_mtp.log import get_logger
 from weighted_mtp.objectives import OBJECTIVES
 from weighted_mtp.report import write_report
 from weighted_mtp.training.data_feed import training_order_digest
 from weighted_mtp.training.loop import TrainResult, train
+
+log = get_logger(__name__)
 
 
 def summarise(name: str, result: TrainResult) -> str:
@@ -91,7 +94,7 @@ def _fresh(run_dir: Path) -> Path:
     if run_dir.exists():  # never delete an earlier run: move it aside
         moved = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir.rename(moved)
-        print(f"moved the previous {run_dir.name} run to {moved}")
+        log.info(f"moved the previous {run_dir.name} run to {moved}")
     return run_dir
 
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from weighted_mtp.constants import IGNORE_INDEX
+from weighted_mtp.files import building_cache_dir
 
 BASE_VERSION = 3
 PRETRAIN = dict(steps=1500, batch_size=32, max_length=96, learning_rate=3e-3, seed=0)
@@ -72,7 +73,7 @@ def pretrain_lm(model, tokenizer, texts: list[str], *, steps: int, batch_size: i
         rows = [encoded[i] + [eos] for i in torch.randint(len(encoded), (batch_size,), generator=generator).tolist()]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full_like(ids, -100)
+        labels = torch.full_like(ids, IGNORE_INDEX)
         mask = torch.zeros_like(ids)
         for i, r in enumerate(rows):
             ids[i, :len(r)] = torch.tensor(r)
@@ -108,18 +109,9 @@ def ensure_clara_base(world_seed: int = 0) -> Path:
     tokenizer = load_tokenizer(student)
     torch.manual_seed(PRETRAIN["seed"])
     losses = pretrain_lm(model, tokenizer, pretraining_texts(world_seed), **PRETRAIN)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
-    try:
+    with building_cache_dir(out, lambda d: (d / "config.json").is_file()) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "pretraining.json").write_text(json.dumps({**PRETRAIN, "first_loss": losses[0],
                                                           "last_loss": sum(losses[-20:]) / 20}, indent=2))
-        try:
-            tmp.rename(out)
-        except OSError:
-            if not (out / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 from weighted_mtp.clara.model import ADAPTERS_SUBDIR, CLARA_CONFIG_FILE
 from weighted_mtp.config import load_config
 from weighted_mtp.errors import ConfigError, WMTPError
+from weighted_mtp.files import atomic_write_text
 from weighted_mtp.files import building_dir
 
 
@@ -101,9 +102,7 @@ def run_stage(configs: Path, name: str, run_dir: Path, overrides: Sequence[str] 
                                    f"{result.stop_checkpoint} is saved and the same command continues from it")
         metrics = {**result.last_train, **result.last_val, "tokens_per_s": result.tokens_per_s,
                    "peak_memory_mb": result.peak_memory_mb, "steps": result.steps}
-        tmp = metrics_file.with_name(metrics_file.name + ".tmp")
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        tmp.replace(metrics_file)
+        atomic_write_text(metrics_file, json.dumps(metrics, indent=2) + "\n")
     return json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
 
 

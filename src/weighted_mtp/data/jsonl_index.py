@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -20,6 +18,7 @@ import numpy as np
 
 from weighted_mtp.data.records import Record, parse_line
 from weighted_mtp.errors import DataError
+from weighted_mtp.files import atomic_open
 
 # Bump when the arrays or their meaning change, so stale caches are rebuilt, not misread.
 INDEX_VERSION = 1
@@ -157,28 +156,16 @@ class JsonlIndex:
         run) never sees half an index. A read-only data directory only costs the cache."""
         idx_path = index_path_for(self.path)
         meta = {"version": INDEX_VERSION, "fingerprint": self.fingerprint, "n_rows": len(self)}
-        tmp_name = None
         try:
-            fd, tmp_name = tempfile.mkstemp(prefix=idx_path.name + ".", suffix=".tmp",
-                                            dir=idx_path.parent)
-            with os.fdopen(fd, "wb") as f:
+            with atomic_open(idx_path, "wb") as f:
                 np.savez(
                     f,
                     meta=np.array(json.dumps(meta)),
                     problems=np.array(self.problems, dtype=str),
                     **{name: getattr(self, name) for name in self._ARRAYS},
                 )
-            os.chmod(tmp_name, 0o644)  # mkstemp's 0600 would hide the cache from other users
-            os.replace(tmp_name, idx_path)
-            tmp_name = None
         except OSError:
             pass
-        finally:
-            if tmp_name is not None:
-                try:
-                    os.unlink(tmp_name)
-                except OSError:
-                    pass
 
     # -- access ---------------------------------------------------------------------------
 

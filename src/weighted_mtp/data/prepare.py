@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from weighted_mtp.data.records import Record
 from weighted_mtp.errors import ConfigError, DataError
+from weighted_mtp.files import atomic_open
 
 NO_DIFFICULTY = 0
 
@@ -162,18 +161,10 @@ def prepare(source: str, input_path: str | Path, output_path: str | Path) -> dic
     convert = CONVERTERS[source]
     stats = {"problems": 0, "rows": 0, "correct": 0, "incorrect": 0,
              "dropped_python2": 0, "dropped_other_language": 0}
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=output_path.name + ".", suffix=".tmp", dir=output_path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            for line_no, obj in iter_json_lines(input_path):
-                for record in convert(_Row(obj, input_path, line_no), stats):
-                    out.write(json.dumps(record.to_json_dict(), ensure_ascii=False) + "\n")
-                    stats["rows"] += 1
-                    stats["correct" if record.is_correct else "incorrect"] += 1
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output_path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_open(output_path) as out:
+        for line_no, obj in iter_json_lines(input_path):
+            for record in convert(_Row(obj, input_path, line_no), stats):
+                out.write(json.dumps(record.to_json_dict(), ensure_ascii=False) + "\n")
+                stats["rows"] += 1
+                stats["correct" if record.is_correct else "incorrect"] += 1
     return {"source": source, "input": str(input_path), "output": str(output_path), **stats}

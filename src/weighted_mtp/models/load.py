@@ -10,6 +10,7 @@ import torch
 
 from weighted_mtp.config.schema import Config, PolicyModelConfig
 from weighted_mtp.errors import ConfigError, WMTPError
+from weighted_mtp.files import building_dir
 from weighted_mtp.models.code_base import CODE_BASE_SPEC, ensure_code_base
 from weighted_mtp.models.lora import LORA_CONFIG_FILE, lora_options
 from weighted_mtp.models.micro import MICRO_SPEC, ensure_micro_model
@@ -114,8 +115,6 @@ def export_model(checkpoint: str | Path, out: str | Path, *, merge: bool) -> Pat
     merge: LoRA folded into the base weights (in fp32, saved in the checkpoint's dtype), so
     `AutoModelForCausalLM.from_pretrained(out)` is head 1 with its adapters; else a copy with
     the adapters kept. CHECKPOINT may be a model directory or a `checkpoints/step_*` one."""
-    import shutil
-
     from transformers import AutoTokenizer
 
     from weighted_mtp.training.checkpoint import MODEL_SUBDIR
@@ -136,10 +135,6 @@ def export_model(checkpoint: str | Path, out: str | Path, *, merge: bool) -> Pat
         tokenizer = AutoTokenizer.from_pretrained(src)
     except (OSError, ValueError):
         tokenizer = None  # a bare model directory; the export is as complete as its source
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, tokenizer=tokenizer)
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
+    with building_dir(out) as tmp:
+        model.save_pretrained(tmp, tokenizer=tokenizer)
     return out

@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import torch
+
+from weighted_mtp.files import building_cache_dir
 
 MICRO_SPEC = "embedded:micro-llama"
 MICRO_VERSION = 1
@@ -99,17 +99,8 @@ def ensure_built_model(name: str, key: dict, texts, seed: int, vocab_size: int, 
     out = cache_root() / "models" / f"{name}-{digest}"
     if (out / "config.json").is_file():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
-    try:
+    with building_cache_dir(out, lambda d: (d / "config.json").is_file()) as tmp:
         _build(tmp, texts(), seed, vocab_size, arch)
-        try:
-            tmp.rename(out)
-        except OSError:  # another process built it first
-            if not (out / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

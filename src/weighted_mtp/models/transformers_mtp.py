@@ -20,12 +20,12 @@ another layer count cannot be read that way, and its heads are saved in our own 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from torch import Tensor, nn
 
 from weighted_mtp.errors import WMTPError
+from weighted_mtp.files import atomic_path, atomic_write_text
 from weighted_mtp.models.hf_layout import find_layout
 from weighted_mtp.models.sequential_heads import declares_mtp_layers
 
@@ -95,9 +95,7 @@ def write_native_heads(directory: Path, state: dict[str, Tensor]) -> None:
         index = json.loads(index_path.read_text())
         index["weight_map"].update(dict.fromkeys(state, MTP_SHARD))
         save_file(state, directory / MTP_SHARD, metadata={"format": "pt"})
-        tmp = index_path.with_name(index_path.name + ".tmp")
-        tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, index_path)
+        atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True) + "\n")
         return
     path = directory / SAFE_WEIGHTS
     if not path.is_file():
@@ -109,9 +107,8 @@ def write_native_heads(directory: Path, state: dict[str, Tensor]) -> None:
     if clash:
         raise WMTPError(f"{path}: already holds {clash[0]}; cannot add MTP heads over trunk weights")
     tensors.update(state)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, tmp, metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
 
 
 def checkpoint_has_mtp_weights(directory: Path, lm: nn.Module) -> bool:

@@ -12,7 +12,6 @@ import html
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,10 +20,13 @@ from typing import Any, Iterable
 import numpy as np
 
 from weighted_mtp.errors import WMTPError
+from weighted_mtp.log import get_logger
 from weighted_mtp.report import plots
 from weighted_mtp.report.collect import EvalResult, RunSummary, collect_run, unique_names
 from weighted_mtp.report.stats import bootstrap_ci, mean_ci_over_seeds
 from weighted_mtp.report.token_weights import UNWEIGHTED_STAGES
+
+log = get_logger(__name__)
 
 WEIGHT_KEYS = ["mean", "std", "p50", "p95", "max", "fraction_clipped", "fraction_at_min", "effective_token_fraction",
                "selection_ratio", "corr_distance_to_end"]
@@ -370,14 +372,14 @@ def log_to_mlflow(run_dir: Path, paths: list[Path], artifact_path: str = "report
 
         where = Path(unquote(urlparse(uri).path)).resolve()
         if not where.is_relative_to(run_dir.resolve()):
-            print(f"note: {run_dir}: MLflow artifacts live at {where}, outside the run directory; "
-                  "report not attached", file=sys.stderr)
+            log.warning(f"note: {run_dir}: MLflow artifacts live at {where}, outside the run directory; "
+                        "report not attached")
             return False
     try:
         for path in paths:
             client.log_artifact(run_id, str(path), artifact_path=artifact_path)
     except (MlflowException, OSError) as e:  # the report files are written; MLflow is a copy
-        print(f"warning: {run_dir}: could not attach the report to MLflow run {run_id}: {e}", file=sys.stderr)
+        log.warning(f"warning: {run_dir}: could not attach the report to MLflow run {run_id}: {e}")
         return False
     return True
 

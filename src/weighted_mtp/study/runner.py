@@ -20,8 +20,11 @@ from typing import Any
 
 from weighted_mtp.config import Config, config_to_dict
 from weighted_mtp.errors import ConfigError, WMTPError
+from weighted_mtp.log import get_logger
 from weighted_mtp.training import checkpoint as ckpt
 from weighted_mtp.training.loop import train
+
+log = get_logger(__name__)
 
 STAGE_FILE = "study_stage.json"
 COMPLETE_FILE = "study_complete.json"
@@ -89,7 +92,7 @@ def _check_same_config(run_dir: Path, config: dict) -> None:
 def _move_aside(run_dir: Path) -> None:
     moved = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.rename(moved)
-    print(f"{run_dir} had no checkpoint to resume from; moved it to {moved}")
+    log.info(f"{run_dir} had no checkpoint to resume from; moved it to {moved}")
 
 
 def run_stage(cfg: Config, run_dir: Path, *, show_progress: bool = True) -> StageOutcome:

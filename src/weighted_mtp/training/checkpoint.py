@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from weighted_mtp.errors import TrainingError
+from weighted_mtp.files import atomic_write_text
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_SUBDIR = "model"
@@ -30,16 +31,6 @@ RANK_STATES_SUBDIR = "rank_states"
 # middle of writing that checkpoint (model written, trainer state not yet, no rename), so a test
 # can kill the process mid-write deterministically.
 SLOW_WRITE_ENV = "WMTP_TEST_SLOW_CHECKPOINT"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_model(model, tokenizer, directory: Path) -> None:

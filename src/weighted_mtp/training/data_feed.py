@@ -13,6 +13,9 @@ from weighted_mtp.config.schema import Config
 from weighted_mtp.data.jsonl_index import JsonlIndex
 from weighted_mtp.data.sampling import SampleStats, sample_pairs, sample_rows
 from weighted_mtp.errors import ConfigError, DataError
+from weighted_mtp.log import get_logger
+
+log = get_logger(__name__)
 
 EMBEDDED_SPLITS = {"train", "valid", "test"}
 
@@ -74,7 +77,7 @@ def load_split(cfg: Config, which: str, pairwise: bool, progress: float = 0.0, p
         message = f"{path}: asked for {n} {what}, only {len(items)} exist with these filters"
         if s.strict:
             raise DataError(message + " (data_sampling.strict is true)")
-        print(f"note: {message}; using {len(items)}")
+        log.info(f"note: {message}; using {len(items)}")
     return Split(path=path, items=items, stats=stats)
 
 

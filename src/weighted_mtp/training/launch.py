@@ -10,7 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+from weighted_mtp.log import get_logger
 from weighted_mtp.training import checkpoint as ckpt
+
+log = get_logger(__name__)
 
 
 def launch(nproc: int, argv: list[str], run_dir: Path) -> int:
@@ -44,7 +47,6 @@ def launch(nproc: int, argv: list[str], run_dir: Path) -> int:
     if signalled and rc != 0:
         latest, pointer = ckpt.latest_checkpoint(run_dir), run_dir / ckpt.CHECKPOINT_DIR / "latest"
         if latest is not None and pointer.is_file() and pointer.stat().st_mtime >= signalled[0]:  # saved since
-            print(f"stopped by SIGTERM; checkpoint {latest}; continue with: wmtp train --resume {run_dir}",
-                  file=sys.stderr)
+            log.warning(f"stopped by SIGTERM; checkpoint {latest}; continue with: wmtp train --resume {run_dir}")
             return 0
     return rc

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,8 @@ from transformers.utils import logging as hf_logging
 from weighted_mtp.config import Config, config_to_dict
 from weighted_mtp.data.collate import PairwiseCollator, SFTCollator
 from weighted_mtp.errors import ConfigError, TrainingError, WMTPError
+from weighted_mtp.files import building_dir
+from weighted_mtp.log import get_logger
 from weighted_mtp.models.load import load_tokenizer
 from weighted_mtp.objectives import OBJECTIVES
 from weighted_mtp.training import checkpoint as ckpt
@@ -41,6 +42,8 @@ from weighted_mtp.training.resources import peak_memory_mb
 from weighted_mtp.training.signals import StopRequest
 from weighted_mtp.training.tracking import MetricLogger, NullLogger
 from weighted_mtp.training.validation import run_validation
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -112,7 +115,6 @@ def _train(cfg: Config, run_dir: Path, resume: bool, show_progress: bool, dctx: 
                           f"processes (each trains on batch_size / {world} rows of every global batch)")
     run_dir = Path(dctx.broadcast_object(str(run_dir)))  # every process writes where rank 0 does
     main = dctx.is_main
-    say = print if main else (lambda *args, **kwargs: None)
     hf_logging.disable_progress_bar()  # one progress bar (ours) per run
     if cfg.runtime.num_threads:
         torch.set_num_threads(cfg.runtime.num_threads)
@@ -205,17 +207,17 @@ def _train(cfg: Config, run_dir: Path, resume: bool, show_progress: bool, dctx: 
                               tags={"stage": cfg.experiment.stage, **{tag: "true" for tag in cfg.experiment.tags}})
     else:
         logger = NullLogger()
-    say(f"run directory: {run_dir}")
-    say(f"model: {type(model).__name__} from {model_path} ({n_params / 1e6:.2f}M parameters, "
-        f"{n_trainable / 1e6:.2f}M trainable) on {device}")
+    log.info(f"run directory: {run_dir}")
+    log.info(f"model: {type(model).__name__} from {model_path} ({n_params / 1e6:.2f}M parameters, "
+             f"{n_trainable / 1e6:.2f}M trainable) on {device}")
     if dctx.enabled:
-        say(distributed.describe(dctx, engine.strategy, cfg)
-            + f"; {t.batch_size // world} of every {t.batch_size} rows per process")
-    say(f"data: {len(train_split.items)} train items from {train_split.path}"
-        + (f", {len(val_split.items)} validation items" if val_split else "")
-        + f"; {total_steps} optimizer steps" + (f", resuming at step {step}" if resume_from else ""))
+        log.info(distributed.describe(dctx, engine.strategy, cfg)
+                 + f"; {t.batch_size // world} of every {t.batch_size} rows per process")
+    log.info(f"data: {len(train_split.items)} train items from {train_split.path}"
+             + (f", {len(val_split.items)} validation items" if val_split else "")
+             + f"; {total_steps} optimizer steps" + (f", resuming at step {step}" if resume_from else ""))
     if val_split is not None:
-        say(f"validation problems also in training: {overlap}")
+        log.info(f"validation problems also in training: {overlap}")
     if resume_from is None:
         logger.log(0, {"data/train_items": len(train_split.items), "data/problem_overlap": overlap,
                        "data/val_items": len(val_split.items) if val_split else 0})
@@ -369,9 +371,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, show_progress: bool, dctx: 
     result.peak_memory_mb = peak_memory_mb(device)
     result.best_checkpoint = ckpt.best_checkpoint(run_dir)
     if result.stopped_by is not None:
-        say(f"stopped by {result.stopped_by} after step {step} of {total_steps}; checkpoint saved to "
-            f"{result.stop_checkpoint}; continue with: wmtp train --resume {run_dir}")
-    say(f"run directory: {run_dir}")
+        log.info(f"stopped by {result.stopped_by} after step {step} of {total_steps}; checkpoint saved to "
+                 f"{result.stop_checkpoint}; continue with: wmtp train --resume {run_dir}")
+    log.info(f"run directory: {run_dir}")
     return result
 
 
@@ -408,17 +410,8 @@ def _train_eval_items(cfg: Config, train_split, pairwise: bool, val_pairwise: bo
 def _export_final(run_dir: Path, model, tokenizer) -> Path:
     """`final/` is replaced only once the new export is complete."""
     final = run_dir / "final"
-    tmp = run_dir / "final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    ckpt.save_model(model, tokenizer, tmp)
-    if final.exists():
-        old = run_dir / "final.old"
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
+    with building_dir(final) as tmp:
+        ckpt.save_model(model, tokenizer, tmp)
     return final
 
 

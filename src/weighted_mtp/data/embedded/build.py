@@ -17,9 +17,7 @@ files; a matching manifest.json makes a later call return the existing files (a 
 from __future__ import annotations
 
 import json
-import os
 import random
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,6 +25,7 @@ from weighted_mtp.data.embedded.base import Problem
 from weighted_mtp.data.embedded.families import generate_problems, instruction_key
 from weighted_mtp.data.embedded.verify import run_tests
 from weighted_mtp.errors import ConfigError, DataError
+from weighted_mtp.files import atomic_write_text
 
 # Bump whenever the output for a given seed could change (families, wording, splitting, ...).
 VERSION = "embedded-v2"
@@ -37,13 +36,6 @@ _HOLDOUT = 0.1           # fraction of problems in each of valid and test
 
 def _paths(out: Path) -> dict[str, Path]:
     return {split: out / f"{split}.jsonl" for split in SPLITS}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> str:
@@ -156,8 +148,8 @@ def build_embedded_dataset(out_dir: str | Path, seed: int = 0, n_problems: int =
         stats[split] = {"problems": len(probs[split]), "rows": len(rows[split]), "correct": n_ok,
                         "incorrect": len(rows[split]) - n_ok,
                         "problems_with_both": sum(len(v) == 2 for v in by_problem.values())}
-        _write_atomic(paths[split], _jsonl(rows[split]))
-        _write_atomic(out / f"problems_{split}.jsonl", _jsonl(probs[split]))
+        atomic_write_text(paths[split], _jsonl(rows[split]))
+        atomic_write_text(out / f"problems_{split}.jsonl", _jsonl(probs[split]))
 
     families: dict[str, int] = {}
     for p in problems:
@@ -165,7 +157,7 @@ def build_embedded_dataset(out_dir: str | Path, seed: int = 0, n_problems: int =
     manifest = {"version": VERSION, "seed": seed, "n_problems": n_problems,
                 "n_problems_generated": n_generated, "n_problems_kept": len(problems), "splits": stats,
                 "families": dict(sorted(families.items()))}
-    _write_atomic(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return paths
 
 
