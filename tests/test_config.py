@@ -18,11 +18,36 @@ def test_there_are_shipped_configs():
     assert any(p.parent.name == "baseline" for p in SHIPPED)
 
 
+def _leaves(node, prefix=()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, prefix + (key,))
+    else:
+        yield prefix, node
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shipped_config_loads_and_validates(path):
+    """Each shipped config names a registered objective, and every value it sets reaches the
+    resolved config unchanged (nothing silently dropped or overwritten by defaults.yaml)."""
+    import yaml
+
+    from weighted_mtp.config import config_to_dict
+    from weighted_mtp.objectives import OBJECTIVES
+
     cfg = load_config(path)
     assert isinstance(cfg, Config)
-    assert cfg.experiment.stage == path.parent.name or cfg.experiment.stage
+    assert cfg.experiment.stage in OBJECTIVES, f"{path}: stage {cfg.experiment.stage!r} has no objective"
+    resolved = config_to_dict(cfg)
+    for keys, value in _leaves(yaml.safe_load(path.read_text())):
+        got = resolved
+        for key in keys:
+            got = got[key]
+        assert _plain(got) == _plain(value), f"{path}: {'.'.join(keys)} is {got!r}, the file says {value!r}"
 
 
 def test_defaults_yaml_sets_every_schema_key():
