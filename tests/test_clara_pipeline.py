@@ -99,7 +99,14 @@ def test_each_stage_adapter_loads_with_peft(stages, tiny_base):
     final = out / "stage1" / "final"
     base = AutoModelForCausalLM.from_pretrained(final / "base")
     model = PeftModel.from_pretrained(base, final / "adapters" / "generator")
-    assert any("lora_A" in n for n, _ in model.named_parameters())
+    saved = _adapter(final, "generator")
+    loaded = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert len(loaded) == len(saved) > 0
+    for name, tensor in saved.items():  # peft keys drop the adapter name: "...lora_A.weight"
+        match = [p for n, p in loaded.items() if n.replace(".default", "").endswith(name.split("base_model.model.")[-1])]
+        assert len(match) == 1, name
+        assert torch.equal(match[0].detach(), tensor), name  # the trained weights, not a fresh init
+    assert any(t.abs().sum() > 0 for n, t in saved.items() if "lora_B" in n)  # lora_B starts at zero: it trained
 
 
 def test_validate_data_cli(tmp_path, capsys, wmtp_cache):
