@@ -177,7 +177,8 @@ class _Forward:
         from transformers import DynamicCache
 
         self.lm = lm
-        params = inspect.signature(lm.forward).parameters
+        base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # a peft wrapper passes kwargs on
+        params = inspect.signature(base.forward).parameters
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
         self.positions = "position_ids" in params
         self.last_only = "logits_to_keep" in params
