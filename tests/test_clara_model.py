@@ -395,3 +395,37 @@ def test_stage3_trainable_sets_and_a_stage3_that_would_train_nothing():
     assert trainable("clara.train_generator=false") == ({"query_reasoner"}, False)
     with pytest.raises(ConfigError, match="train nothing"):
         trainable("clara.train_query_reasoner=false", "clara.train_generator=false")
+
+
+def test_memory_standardize_by_hand_and_round_trip(base_dir, tmp_path):
+    """memory_norm standardize: the statistics are the fresh compressor's memory mean/std per
+    dimension and the embeddings' std; the generator's placeholders get (m - mean) / std * scale;
+    they are saved and loaded with the model, and "none" leaves the memory as it is."""
+    from weighted_mtp.errors import WMTPError
+
+    m = _model(base_dir, memory_norm="standardize")
+    enc = encode_texts(m.tokenizer, DOCS, m.cfg.doc_max_length, m.tokens)
+    with pytest.raises(WMTPError, match="never calibrated"):
+        m.read_memory(torch.zeros(1, 1, m.cfg.n_mem, m.hidden_size))
+    m.calibrate_memory(enc["input_ids"], enc["attention_mask"])
+    with torch.no_grad():
+        mem = m.compress(enc["input_ids"], enc["attention_mask"]).memory.float()
+    flat = mem.reshape(-1, m.hidden_size)
+    assert torch.allclose(m.mem_mean, flat.mean(0)) and torch.allclose(m.mem_std, flat.std(0).clamp_min(1e-3))
+    assert m.mem_scale.item() == pytest.approx(m.embed.weight.float().std().item())
+    batch = encode_generator(m.tokenizer, m.tokens, instruction="I", questions=QUESTIONS, n_docs=1, targets=None,
+                             max_length=96)
+    slots = mem.unsqueeze(1)
+    embeds = m.generator_inputs(batch["input_ids"], slots)
+    is_mem = torch.isin(batch["input_ids"], torch.tensor(m.tokens.mem_ids))
+    expected = ((mem - flat.mean(0)) / flat.std(0).clamp_min(1e-3) * m.embed.weight.float().std()).reshape(-1, m.hidden_size)
+    assert torch.allclose(embeds[is_mem].float(), expected, atol=1e-5)
+    assert embeds[is_mem].float().std().item() == pytest.approx(m.mem_scale.item(), rel=0.3)  # the embeddings' scale
+    m.save_pretrained(tmp_path / "m")
+    again = ClaraModel.from_pretrained(tmp_path / "m")
+    assert again.cfg.memory_norm == "standardize" and again.calibrated
+    assert torch.equal(again.generator_inputs(batch["input_ids"], slots), embeds)
+    plain = _model(base_dir)
+    assert torch.equal(plain.generator_inputs(batch["input_ids"], slots)[is_mem].float(), mem.reshape(-1, m.hidden_size))
+    with pytest.raises(ConfigError, match="memory_norm"):
+        ClaraConfig(memory_norm="whiten")

@@ -333,7 +333,8 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint(tiny_base, tmp_path, m
         return original(self, model, batch, training=training)
 
     monkeypatch.setattr(ClaraObjective, "__call__", stop_at_step_3)
-    overrides = [*TINY, "training.max_steps=4", "training.eval_every=0.0", f"clara.base_model={tiny_base}"]
+    overrides = [*TINY, "training.max_steps=4", "training.eval_every=0.0", f"clara.base_model={tiny_base}",
+                 "clara.memory_norm=standardize"]  # its statistics must survive the checkpoint too
     run_dir, said = tmp_path / "stage1", []
     with pytest.raises(BuildInterrupted, match=r"clara stage1 stopped by SIGTERM at step 3; its checkpoint .*step_00000003"):
         run_stage(REPO / "configs", "stage1", run_dir, overrides, checkpoints=2, say=said.append)
@@ -343,3 +344,9 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint(tiny_base, tmp_path, m
     assert said == [f"clara stage1: resuming the interrupted run from its checkpoint step_00000003 ({run_dir})"]
     assert metrics["steps"] == 4 and calls["n"] == 4  # one more step, not four
     assert (run_dir / "final" / "clara_config.json").is_file()
+    from weighted_mtp.clara.model import ClaraModel
+
+    final = ClaraModel.from_pretrained(run_dir / "final")
+    resumed = ClaraModel.from_pretrained(run_dir / "checkpoints" / "step_00000004" / "model") if (
+        run_dir / "checkpoints" / "step_00000004").is_dir() else final
+    assert final.calibrated and torch.equal(final.mem_mean, resumed.mem_mean) and final.mem_std.min() >= 1e-3

@@ -41,6 +41,7 @@ ADAPTERS = ("compressor", "generator", "query_reasoner")
 CLARA_CONFIG_FILE = "clara_config.json"
 MEM_FILE = "mem_embeddings.safetensors"
 BASE_SUBDIR, ADAPTERS_SUBDIR = "base", "adapters"
+MEM_STATS = ("mem_mean", "mem_std", "mem_scale")
 
 
 @dataclass
@@ -52,9 +53,17 @@ class ClaraConfig:
     lora_dropout: float = 0.0
     target_modules: list[str] | str = "all-linear"
     generator_max_length: int = 256
+    # "standardize": the generator reads (memory - mean) / std * embedding std, with the mean and
+    # std of the initial compressor's memory vectors (`calibrate_memory`), fixed from then on. A
+    # pretrained LM's final hidden states share a huge common component (SmolLM2: norm 58 against
+    # 3.2 for a token embedding, two documents' memories at cosine 1.000), which the generator
+    # cannot tell apart; upstream ("none") feeds them raw and trains for far longer than a CPU can.
+    memory_norm: str = "none"
 
     def __post_init__(self) -> None:
         self.n_mem  # validates doc_max_length / compression_rate
+        if self.memory_norm not in ("none", "standardize"):
+            raise ConfigError(f"clara config: memory_norm must be 'none' or 'standardize', got {self.memory_norm!r}")
         if self.lora_rank < 1 or not 0 <= self.lora_dropout < 1 or self.generator_max_length < 1:
             raise ConfigError(f"clara config: lora_rank {self.lora_rank} must be >= 1, lora_dropout "
                               f"{self.lora_dropout} in [0, 1), generator_max_length {self.generator_max_length} >= 1")
@@ -85,7 +94,8 @@ class CompressOutput:
 
 
 class ClaraModel(nn.Module):
-    def __init__(self, peft_model: nn.Module, tokenizer, cfg: ClaraConfig, mem_embeddings: Tensor):
+    def __init__(self, peft_model: nn.Module, tokenizer, cfg: ClaraConfig, mem_embeddings: Tensor,
+                 mem_stats: dict[str, Tensor] | None = None):
         super().__init__()
         self.peft = peft_model
         self.tokenizer = tokenizer
@@ -95,6 +105,11 @@ class ClaraModel(nn.Module):
             raise WMTPError(f"mem_embeddings have shape {tuple(mem_embeddings.shape)}, "
                             f"expected [n_mem={cfg.n_mem}, d={self.hidden_size}]")
         self.mem_embeddings = nn.Parameter(mem_embeddings.to(self.embed.weight.dtype).clone())
+        d = self.hidden_size
+        stats = mem_stats or {"mem_mean": torch.zeros(d), "mem_std": torch.ones(d), "mem_scale": torch.ones(())}
+        for name, value in stats.items():
+            self.register_buffer(name, value.float().clone())
+        self.calibrated = mem_stats is not None
         # adapter -> {parameter name with the adapter name left out: parameter}
         self._adapter_params: dict[str, dict[str, nn.Parameter]] = {name: {} for name in ADAPTERS}
         for pname, p in self.peft.named_parameters():
@@ -146,8 +161,11 @@ class ClaraModel(nn.Module):
         model = PeftModel.from_pretrained(lm, adapters / ADAPTERS[0], adapter_name=ADAPTERS[0], is_trainable=True)
         for name in ADAPTERS[1:]:
             model.load_adapter(adapters / name, adapter_name=name, is_trainable=True)
-        mem = read_safetensors(directory / MEM_FILE)["mem_embeddings"]
-        return cls(model, tokenizer, cfg, mem)
+        tensors = read_safetensors(directory / MEM_FILE)
+        stats = {k: tensors[k] for k in MEM_STATS if k in tensors} or None
+        if cfg.memory_norm == "standardize" and (stats is None or len(stats) != len(MEM_STATS)):
+            raise WMTPError(f"{directory / MEM_FILE}: memory_norm is standardize but the file lacks {list(MEM_STATS)}")
+        return cls(model, tokenizer, cfg, tensors["mem_embeddings"], stats)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Written into a temporary directory beside `directory` and renamed over it, so a crash
@@ -167,7 +185,10 @@ class ClaraModel(nn.Module):
                                               save_embedding_layers=False)
                 finally:
                     pcfg.base_model_name_or_path = recorded
-            save_file({"mem_embeddings": self.mem_embeddings.detach().contiguous().cpu()}, tmp / MEM_FILE)
+            tensors = {"mem_embeddings": self.mem_embeddings.detach().contiguous().cpu()}
+            if self.calibrated:
+                tensors.update({k: getattr(self, k).detach().contiguous().cpu() for k in MEM_STATS})
+            save_file(tensors, tmp / MEM_FILE)
             (tmp / CLARA_CONFIG_FILE).write_text(self.cfg.to_json())
 
     # ---- parts and adapter switching ---------------------------------------------------------
@@ -235,6 +256,27 @@ class ClaraModel(nn.Module):
                 if isinstance(module, LoraLayer) and name in module.lora_A:
                     module.reset_lora_parameters(name, True)
 
+    @torch.no_grad()
+    def calibrate_memory(self, input_ids: Tensor, attention_mask: Tensor) -> None:
+        """Fixes the memory statistics that memory_norm "standardize" uses: the per-dimension mean
+        and std of the compressor's memory vectors of these documents (encode_texts rows), and the
+        std of the token embeddings the generator otherwise reads."""
+        memory = self.compress(input_ids, attention_mask).memory.float().reshape(-1, self.hidden_size)
+        if memory.shape[0] < 2:
+            raise WMTPError("calibrate_memory needs at least two memory vectors")
+        self.mem_mean.copy_(memory.mean(0))
+        self.mem_std.copy_(memory.std(0).clamp_min(1e-3))
+        self.mem_scale.copy_(self.embed.weight.float().std())
+        self.calibrated = True
+
+    def read_memory(self, memory: Tensor) -> Tensor:
+        """What the generator is given for memory vectors: themselves, or standardised (memory_norm)."""
+        if self.cfg.memory_norm == "none":
+            return memory
+        if not self.calibrated:
+            raise WMTPError("memory_norm is standardize but the memory statistics were never calibrated")
+        return (memory - self.mem_mean.to(memory)) / self.mem_std.to(memory) * self.mem_scale.to(memory)
+
     def adapter_parameters(self, name: str) -> dict[str, nn.Parameter]:
         """Adapter `name`'s LoRA tensors, keyed by parameter name without the adapter name."""
         return dict(self._adapter_params[name])
@@ -280,6 +322,7 @@ class ClaraModel(nn.Module):
         if not torch.equal(input_ids[is_mem], mem_ids.repeat(b * k)):
             raise ValueError("placeholders are not in <MEM0>..<MEM{l-1}> order in every slot")
         embeds = self.embed(input_ids)
+        memory = self.read_memory(memory)
         return embeds.masked_scatter(is_mem.unsqueeze(-1), memory.to(embeds).reshape(-1, embeds.shape[-1]))
 
     def generator_loss(self, batch: dict, memory: Tensor) -> Tensor:

@@ -308,6 +308,7 @@ class ClaraSectionConfig:
     fresh_generator: bool = False
     world_seed: int = 0
     train_docs: int = 96
+    memory_norm: Literal["none", "standardize"] = "none"
 
 
 @dataclass

@@ -67,12 +67,24 @@ class ClaraObjective(ObjectiveDefaults):
             model = ClaraModel.build(source, ClaraConfig(
                 doc_max_length=self.c.doc_max_length, compression_rate=self.c.compression_rate,
                 lora_rank=self.c.lora_rank, lora_alpha=self.c.lora_alpha, lora_dropout=self.c.lora_dropout,
-                generator_max_length=self.c.generator_max_length))
+                generator_max_length=self.c.generator_max_length, memory_norm=self.c.memory_norm))
+            if self.c.memory_norm == "standardize":
+                self._calibrate(model)
             if self.stage == 3:
                 model.init_query_reasoner_from_compressor()
         model.set_trainable(*self._trainable())
         self.model_cfg = model.cfg
         return model, model.tokenizer, source
+
+    def _calibrate(self, model, n_docs: int = 32) -> None:
+        """memory_norm standardize: statistics of the fresh compressor's memory of the first
+        `n_docs` distinct training documents."""
+        from weighted_mtp.clara.tokens import encode_texts
+
+        _, items = self.load_items("train")
+        docs = list(dict.fromkeys(d for x in items for d in ((x.doc,) if self.stage == 1 else x.docs)))[:n_docs]
+        enc = encode_texts(model.tokenizer, docs, model.cfg.doc_max_length, model.tokens)
+        model.calibrate_memory(enc["input_ids"], enc["attention_mask"])
 
     def load_model(self, directory: Path):
         from weighted_mtp.clara.model import ClaraModel
