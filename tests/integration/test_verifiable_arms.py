@@ -57,15 +57,26 @@ def test_validation_leaves_whitening_statistics_and_random_stream_alone(critic_d
     objective = VerifiableObjective(cfg)
     model, tokenizer, _ = objective.build_model()
     train_batch = PairwiseCollator(tokenizer, 160)(load_split(cfg, "train", True, n=4).items)
-    val_batch = SFTCollator(tokenizer, 160)(load_split(cfg, "validation", False, n=4).items)
+    val_pairs = load_split(cfg, "validation", True, n=4).items
+    val_batch = PairwiseCollator(tokenizer, 160)(val_pairs)
     objective(model, train_batch, training=True)
     stats, stream = objective.stats.state_dict(), objective.generator.get_state()
     assert stats["count"] == 1
     with torch.no_grad():
         out = objective(model, val_batch, training=False)
+        sft = objective(model, SFTCollator(tokenizer, 160)([p for p, _ in val_pairs]), training=False)
     assert objective.stats.state_dict() == stats
     assert torch.equal(objective.generator.get_state(), stream)
-    assert "loss" in out.sums and "value_loss" in out.sums
+    # validation on pairs: the policy's CE on the correct side (as an SFT batch of those rows gives)
+    # and the critic on held-out pairs, from per-pair samples
+    assert float(out.sums["loss"][0]) == pytest.approx(float(sft.sums["loss"][0]), rel=1e-5)
+    metrics = objective.validation_metrics(out.samples, None)
+    p, n = out.samples["seq_pos"], out.samples["seq_neg"]
+    assert metrics["pairwise_accuracy"] == pytest.approx(float(((p > n).float() + 0.5 * (p == n).float()).mean()))
+    assert metrics["pairwise_margin"] == pytest.approx(float(p.mean() - n.mean()), abs=1e-6)
+    pos = out.samples["sq_pos"].sum() / out.samples["n_pos"].sum()
+    neg = out.samples["sq_neg"].sum() / out.samples["n_neg"].sum()
+    assert metrics["value_loss"] == pytest.approx(float(pos + neg) / 2, rel=1e-6)
 
 
 def test_resume_is_exact_with_learning_critic_and_random_weights(critic_dir, tmp_path):
