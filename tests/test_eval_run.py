@@ -40,7 +40,7 @@ def test_eval_writes_per_seed_results_and_marks_a_subset(trained_run, monkeypatc
     canonical = {t.instruction: t.canonical_solution for t in bench.tasks}
     calls = []
 
-    def fake_generate(model, tokenizer, prompts, cfg):
+    def fake_generate(model, tokenizer, prompts, cfg, **kwargs):
         from weighted_mtp.eval.generate import Generation
 
         calls.append(cfg.seed)

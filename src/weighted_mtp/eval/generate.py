@@ -41,6 +41,7 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from weighted_mtp.data.collate import pad_token_id, special_prefix
 from weighted_mtp.errors import WMTPError
@@ -196,8 +197,9 @@ class _Forward:
 
 
 def generate_completions(model: nn.Module, tokenizer: Any, prompts: Sequence[str],
-                         cfg: GenerationConfig | None = None) -> Generation:
-    """Completions of ``prompts`` with token counts and wall time (see the module docstring)."""
+                         cfg: GenerationConfig | None = None, *, progress: bool = False) -> Generation:
+    """Completions of ``prompts`` with token counts and wall time (see the module docstring).
+    `progress`: a bar of finished prompts on stderr (when it is a terminal)."""
     start = time.perf_counter()
     cfg = cfg or GenerationConfig()
     lm = causal_lm(model)
@@ -215,10 +217,14 @@ def generate_completions(model: nn.Module, tokenizer: Any, prompts: Sequence[str
     decoder = _Decoder(lm, tokenizer, cfg, encoded, limits)
     was_training = lm.training
     lm.eval()
+    bar = tqdm(total=len(encoded), desc="generating", unit="prompt", disable=None if progress else True,
+               dynamic_ncols=True)
+    decoder.on_finish = bar.update
     try:
         with torch.inference_mode():
             new = decoder.run()
     finally:
+        bar.close()
         lm.train(was_training)
     texts = []
     for prompt_ids, ids in zip(encoded, new):
@@ -304,6 +310,7 @@ class _Decoder:
         self.window = max((len(s.encode("utf-8")) for s in cfg.stop), default=0) + 4
         self.generators: list[torch.Generator | None] = [None] * len(encoded)
         self.new: list[list[int]] = [[] for _ in encoded]
+        self.on_finish = lambda n: None  # called with the number of prompts that just finished
 
     def _stopped(self, i: int) -> bool:
         ids = self.new[i]
@@ -323,6 +330,8 @@ class _Decoder:
             self.new[i].append(t)
             if not self._stopped(i):
                 keep.append(j)
+        if len(keep) < len(batch.rows):
+            self.on_finish(len(batch.rows) - len(keep))
         return keep
 
     def _prefill(self, rows: list[int]) -> _Batch:

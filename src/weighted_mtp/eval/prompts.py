@@ -137,8 +137,8 @@ def sanitize(code: str) -> str:
 def defines(code: str, name: str) -> bool:
     """Whether code defines a top-level function or class called `name` (False if it does not parse)."""
     tree = _parse(code)
-    return tree is not None and any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == name
-               for n in tree.body)
+    named = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return tree is not None and any(isinstance(n, named) and n.name == name for n in tree.body)
 
 
 def chat_solution(code_prompt: str, entry_point: str, completion: str, *, program: bool = False) -> str:

@@ -161,7 +161,8 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_d
                                batch_size=settings.batch_size)
         torch.set_num_threads(threads)
         try:
-            generation = generate_completions(model, tokenizer, [p for p in prompts for _ in range(settings.n)], gen)
+            generation = generate_completions(model, tokenizer, [p for p in prompts for _ in range(settings.n)], gen,
+                                              progress=True)
         finally:
             torch.set_num_threads(saved_threads)
         completions = generation.texts
