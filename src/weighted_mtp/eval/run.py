@@ -28,11 +28,12 @@ from weighted_mtp.eval.prompts import CHAT_STOP, has_chat_template
 from weighted_mtp.files import atomic_write_text
 from weighted_mtp.jsonl import write_jsonl
 from weighted_mtp.models.gguf_import import SMOLLM2_SPEC
+from weighted_mtp.models.load import STEPER_STUDENT_SPEC
 from weighted_mtp.models.micro import MICRO_SPEC
 
 TEMPERATURE_FILE = "temperature.json"
 # Model names `wmtp eval` accepts besides directories, as `models.policy.path` does in configs.
-MODEL_NAMES = (SMOLLM2_SPEC, MICRO_SPEC)
+MODEL_NAMES = (SMOLLM2_SPEC, MICRO_SPEC, STEPER_STUDENT_SPEC)
 
 
 @dataclass
