@@ -273,6 +273,11 @@ def validate(cfg: Config, source: str = "<config>") -> None:
             _check(name in s.difficulty_bins, source, f"data_sampling.curriculum[{i}].weights.{name}",
                    f"names no bin of data_sampling.difficulty_bins ({', '.join(s.difficulty_bins)})")
     _check(cfg.checkpoint.save_total_limit >= 1, source, "checkpoint.save_total_limit", "must be >= 1")
+    m = cfg.mtp_heads
+    _check(m.max_new_tokens >= 1, source, "mtp_heads.max_new_tokens", "must be >= 1")
+    _check(m.generation_batch_size >= 1, source, "mtp_heads.generation_batch_size", "must be >= 1")
+    _check(m.draft_vocab_size is None or m.draft_vocab_size >= 1, source, "mtp_heads.draft_vocab_size",
+           "must be >= 1 or null")
     c = cfg.clara
     _check(c.top_k >= 1, source, "clara.top_k", "must be >= 1")
     _check(c.train_docs >= 1, source, "clara.train_docs", "must be >= 1")

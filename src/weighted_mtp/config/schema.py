@@ -312,6 +312,22 @@ class ClaraSectionConfig:
 
 
 @dataclass
+class MTPHeadsConfig:
+    # Stage mtp_heads (heads 2..K of a frozen model). self: the model's own greedy
+    # continuations of the training prompts (self-distillation); data: the rows' responses.
+    source: Literal["self", "data"] = "self"
+    # How a row becomes a prompt: the tokenizer's chat template (instruct models) or Alpaca.
+    prompt_format: Literal["chat", "alpaca"] = "chat"
+    # source self: tokens generated per prompt (an EOS ends a continuation earlier).
+    max_new_tokens: int = 128
+    # Rows per generation / head-1 pass while building the cached training set.
+    generation_batch_size: int = 32
+    # Drafts, and the heads' training softmax, range over this many most frequent training
+    # targets (saved with the model; verification always uses the whole vocabulary). null: all.
+    draft_vocab_size: Optional[int] = 8192
+
+
+@dataclass
 class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -324,3 +340,4 @@ class Config:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     steper: StepERConfig = field(default_factory=StepERConfig)
     clara: ClaraSectionConfig = field(default_factory=ClaraSectionConfig)
+    mtp_heads: MTPHeadsConfig = field(default_factory=MTPHeadsConfig)

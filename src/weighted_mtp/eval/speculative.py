@@ -208,7 +208,8 @@ def self_speculative_greedy(model, input_ids: Tensor, max_new_tokens: int,
 
     ``max_drafts`` (default K-1) drafts with heads 2..max_drafts+1 only; the others are not
     run. Fewer drafts make each pass cheaper, which pays when the far heads are rarely right.
-    ``draft_vocab`` (1-D token ids): drafts are argmaxes over these tokens only."""
+    ``draft_vocab`` (1-D token ids): drafts are argmaxes over these tokens only; default the
+    model's own ``draft_vocab`` (None: the whole vocabulary)."""
     from weighted_mtp.models.mtp import MTPModel
 
     if not isinstance(model, MTPModel):
@@ -225,6 +226,8 @@ def self_speculative_greedy(model, input_ids: Tensor, max_new_tokens: int,
             raise WMTPError(f"max_drafts must be in [1, {n_heads}] for a model with {n_heads + 1} heads, got {max_drafts}")
         n_heads = max_drafts
     eos = _eos_set(eos_token_id)
+    if draft_vocab is None:
+        draft_vocab = getattr(model, "draft_vocab", None)
     if model.head_type == "sequential":
         with _EvalMode(model):
             return _sequential_greedy(model, input_ids, max_new_tokens, eos, n_heads, draft_vocab)

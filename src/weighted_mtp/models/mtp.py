@@ -50,10 +50,10 @@ HEADS_LAYOUT_TRANSFORMERS = "transformers"  # the family's own MTP layers in the
 class MTPOutput:
     """head_hidden[k-1]: [B, S, D], head k's hidden state after the final norm (a sequential
     head's own post-norm); head k at position t predicts token t+k. trunk_hidden: [B, S, D], the
-    hidden state entering the last block."""
+    hidden state entering the last block (None when head 1's state was given, see `forward`)."""
 
     head_hidden: list[Tensor]
-    trunk_hidden: Tensor
+    trunk_hidden: Tensor | None
 
 
 class MTPModel(nn.Module):
@@ -81,6 +81,9 @@ class MTPModel(nn.Module):
         self.extra_heads = extra_heads
         # Optional critic on the policy trunk (verifiable training with critic_mode: shared).
         self.value_head: nn.Module | None = None
+        # Token ids drafts are restricted to in self-speculative decoding (None: the whole
+        # vocabulary); set by stage mtp_heads from its training targets, saved with the model.
+        self.draft_vocab: Tensor | None = None
         # LoRA settings and adapted modules while adapters are attached (`add_lora`), else None.
         self.lora: dict | None = None
         self._captured: tuple[tuple, dict] | None = None
@@ -105,7 +108,14 @@ class MTPModel(nn.Module):
         if self._capturing:
             self._captured = (args, kwargs)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> MTPOutput:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                head1: Tensor | None = None) -> MTPOutput:
+        """Every head's hidden state. `head1` [B, S, D] (sequential heads only): head 1's normed
+        state computed earlier by this same frozen LM; the trunk is then not run at all, only the
+        heads (stage mtp_heads trains heads on states cached once)."""
+        if head1 is not None:
+            return MTPOutput(head_hidden=[head1, *self.sequential_from_head1(input_ids, attention_mask, head1)],
+                             trunk_hidden=None)
         layout = find_layout(self.lm)
         self._captured, self._capturing = None, True
         try:
@@ -132,6 +142,24 @@ class MTPModel(nn.Module):
                 h = h[0]
             heads.append(layout.final_norm(h))
         return MTPOutput(head_hidden=heads, trunk_hidden=trunk)
+
+    def sequential_from_head1(self, input_ids: Tensor, attention_mask: Tensor | None, head1: Tensor) -> list[Tensor]:
+        """Heads 2..K of a sequential model from head 1's (cached) normed hidden state [B, S, D],
+        without running the trunk: for training heads on a frozen model whose head-1 states were
+        computed once (stage mtp_heads). Equals ``forward(...).head_hidden[1:]`` given the same
+        head-1 state."""
+        if self.head_type != "sequential":
+            raise WMTPError("sequential_from_head1 needs sequential heads (models.policy.head_type: sequential)")
+        from weighted_mtp.models.sequential_heads import block_call_arguments
+
+        args, kwargs = block_call_arguments(self.lm, input_ids, attention_mask)
+        if args:
+            rest_args, rest_kwargs = args, kwargs
+        else:
+            rest_args = ()
+            rest_kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        embeds = self.lm.get_input_embeddings()(input_ids)
+        return run_sequential_heads(self.extra_heads, head1, embeds, rest_args, rest_kwargs)
 
     def attach_value_head(self, head_type: str = "mlp", dropout: float = 0.0) -> None:
         """A value head on the policy trunk: it reads the trunk hidden state (through the shared
@@ -214,6 +242,8 @@ class MTPModel(nn.Module):
                 "heads_initialised_from": "last_decoder_block"}
         if self.head_type == "sequential" and native is None and self.n_future_tokens > 1:
             meta["transformers_mtp"] = f"not in the transformers layout: {why_not}"
+        if self.draft_vocab is not None:
+            meta["draft_vocab"] = [int(t) for t in self.draft_vocab.tolist()]
         if self.value_head is not None:
             save_file({k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()},
                       directory / VALUE_HEAD_FILE)
@@ -292,6 +322,11 @@ class MTPModel(nn.Module):
             model.lora = load_policy_lora(model, directory)
         if "value_head" in meta:
             model._load_value_head(directory / VALUE_HEAD_FILE, meta["value_head"])
+        if meta.get("draft_vocab") is not None:
+            vocab = torch.tensor(meta["draft_vocab"], dtype=torch.long)
+            if vocab.dim() != 1 or len(vocab) == 0 or int(vocab.min()) < 0 or int(vocab.max()) >= lm.config.vocab_size:
+                raise WMTPError(f"{meta_path}: draft_vocab must be token ids in [0, {lm.config.vocab_size})")
+            model.draft_vocab = vocab
         return model
 
     def _load_value_head(self, path: Path, config: dict) -> None:

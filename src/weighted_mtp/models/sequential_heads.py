@@ -147,3 +147,38 @@ def run_sequential_heads(heads: nn.ModuleList, head1: Tensor, embeds: Tensor, bl
         previous = head(shifted(embeds, depth), previous, *block_args, **block_kwargs)
         out.append(previous)
     return out
+
+
+class _CaptureBlock(nn.Module):
+    """Stands in for every decoder block: records the call, passes the hidden state through."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: tuple[tuple, dict] | None = None
+
+    def forward(self, hidden, *args, **kwargs):
+        self.seen = (args, kwargs)
+        return hidden
+
+
+@torch.no_grad()
+def block_call_arguments(lm: nn.Module, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[tuple, dict]:
+    """The arguments the LM passes its last decoder block for these inputs (masks, rotary
+    embeddings, position ids, in the architecture's own convention), without running a block:
+    the blocks are swapped for a recorder for one backbone call (embeddings and the final norm
+    still run, a few thousandths of the trunk). Lets heads train on cached head-1 states of a
+    frozen trunk."""
+    layout = find_layout(lm)
+    backbone, layers = layout.backbone, layout.layers
+    name = next((n for n, m in backbone.named_children() if m is layers), None)
+    if name is None:
+        raise WMTPError(f"cannot find the decoder blocks of {type(lm).__name__} by name")
+    recorder = _CaptureBlock()
+    setattr(backbone, name, nn.ModuleList([recorder] * len(layers)))
+    try:
+        backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, return_dict=True)
+    finally:
+        setattr(backbone, name, layers)
+    if recorder.seen is None:
+        raise WMTPError(f"{type(backbone).__name__} called no decoder block")
+    return recorder.seen

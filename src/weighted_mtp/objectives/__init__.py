@@ -4,6 +4,7 @@ from weighted_mtp.objectives.base import Objective, ObjectiveOutput
 from weighted_mtp.objectives.baseline import BaselineObjective
 from weighted_mtp.objectives.clara import ClaraObjective
 from weighted_mtp.objectives.critic import CriticObjective
+from weighted_mtp.objectives.mtp_heads import MTPHeadsObjective
 from weighted_mtp.objectives.rho1 import Rho1Objective
 from weighted_mtp.objectives.steper import StepERObjective
 from weighted_mtp.objectives.verifiable import VerifiableObjective
@@ -14,6 +15,7 @@ OBJECTIVES = {
     "verifiable": VerifiableObjective,
     "rho1": Rho1Objective,
     "steper": StepERObjective,
+    "mtp_heads": MTPHeadsObjective,
     "clara_stage1": ClaraObjective,
     "clara_stage2": ClaraObjective,
     "clara_stage3": ClaraObjective,
