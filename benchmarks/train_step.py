@@ -1,6 +1,7 @@
 """A whole MTP training step (forward, fused chunked loss, backward, AdamW), as `training.compile`
 and `training.mixed_precision: bf16` run it, against a plain HF causal-LM step of the same trunk
-(`LlamaForCausalLM` with its own loss, the whole model torch.compiled), in one run; and the MTP
+(`LlamaForCausalLM` with its own loss, the whole model torch.compiled; both with the math
+attention `training.compile` uses on CPU), in one run; and the MTP
 step's FLOP utilisation against a bf16 matmul peak measured here, in the same run.
 
 Each variant runs in a fresh subprocess. FLOPs are counted, not estimated: one eager step of each
@@ -59,7 +60,7 @@ def _step_worker(args) -> None:
 
     from weighted_mtp.losses.mtp_loss import mtp_cross_entropy
     from weighted_mtp.models.mtp import MTPModel
-    from weighted_mtp.training.compile import compile_blocks
+    from weighted_mtp.models.compile import compile_blocks, use_math_attention
 
     lm = _lm(args)
     ids = torch.randint(0, args.vocab, (args.batch, args.seq))
@@ -81,6 +82,7 @@ def _step_worker(args) -> None:
             return m(input_ids=ids, attention_mask=mask, labels=labels).loss
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    use_math_attention(model)  # both steps: what training.compile uses on CPU (see models/compile.py)
 
     def step(m) -> float:
         t0 = time.perf_counter()
@@ -97,7 +99,7 @@ def _step_worker(args) -> None:
     opt.zero_grad(set_to_none=True)
     flops = counter.get_total_flops()
     if args.worker == "mtp":
-        compile_blocks(model)  # what training.compile does
+        compile_blocks(model, math_attention=True)  # what training.compile does on CPU
     else:
         compiled = torch.compile(model, dynamic=True)
     t0 = time.perf_counter()

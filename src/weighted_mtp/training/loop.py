@@ -31,11 +31,11 @@ from weighted_mtp.data.collate import PairwiseCollator, SFTCollator
 from weighted_mtp.errors import ConfigError, TrainingError, WMTPError
 from weighted_mtp.files import building_dir
 from weighted_mtp.log import get_logger
+from weighted_mtp.models.compile import compile_blocks
 from weighted_mtp.models.load import load_tokenizer
 from weighted_mtp.objectives import OBJECTIVES
 from weighted_mtp.training import checkpoint as ckpt
 from weighted_mtp.training import distributed
-from weighted_mtp.training.compile import compile_blocks
 from weighted_mtp.training.data_feed import BatchFeed, load_split, problem_ids
 from weighted_mtp.training.optim import build_optimizer, build_scheduler
 from weighted_mtp.training.resources import peak_memory_mb
@@ -174,7 +174,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, show_progress: bool, dctx: 
 
     engine = distributed.build_engine(model, cfg, dctx, device)  # DDP / FSDP2; the model itself alone
     if t.compile:
-        compile_blocks(model)  # in place, after any sharding: names and checkpoints unchanged
+        # In place, so names and checkpoints are unchanged; math attention on CPU (models/compile.py).
+        compile_blocks(model, math_attention=device.type == "cpu", device_type=device.type)
     view = engine.view  # what the objective calls
     extra = objective.extra_parameters()
     optimizer = build_optimizer(engine.module, t, extra)
