@@ -50,8 +50,9 @@ from weighted_mtp.eval.generate import (  # noqa: E402
     eos_token_ids,
     generate_completions,
 )
-from weighted_mtp.eval.run import STOP_SEQUENCES, _load_model, resolve_checkpoint, resolve_prompt_format  # noqa: E402
+from weighted_mtp.eval.run import STOP_SEQUENCES, resolve_checkpoint, resolve_prompt_format  # noqa: E402
 from weighted_mtp.eval.tasks import build_prompt, load_benchmark  # noqa: E402
+from weighted_mtp.models.load import load_causal_lm, load_tokenizer  # noqa: E402
 
 
 class FedCounter:
@@ -108,7 +109,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     checkpoint, _ = resolve_checkpoint(args.model)
-    model, tokenizer = _load_model(checkpoint)
+    model, tokenizer = load_causal_lm(checkpoint).eval(), load_tokenizer(checkpoint)
     lm = causal_lm(model)
     fmt, _ = resolve_prompt_format("auto", checkpoint, tokenizer)
     tasks = load_benchmark("humaneval", limit=args.prompts).tasks
