@@ -320,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", default="0", help="comma-separated sampling seeds (default 0)")
     ev.add_argument("--max-new-tokens", type=int, default=256)
     ev.add_argument("--batch-size", type=int, default=16, help="prompts generated at once")
+    ev.add_argument("--speculative", choices=["auto", "on", "off"], default="auto",
+                    help="greedy decoding drafted by the checkpoint's MTP heads, one prompt at a time, same tokens "
+                         "as plain greedy (auto: when --temperature 0 and the checkpoint has extra heads; the "
+                         "summary records passes, acceptance and a measured speed-up)")
     ev.add_argument("--threads", type=int, default=0, metavar="N",
                     help="torch threads for generation (default 0: torch's choice, one per core; on a machine "
                          "shared with other jobs, 1 avoids threads waiting on each other)")

@@ -25,11 +25,13 @@ from typing import Any
 
 from weighted_mtp.errors import ConfigError, WMTPError
 from weighted_mtp.eval.prompts import CHAT_STOP, has_chat_template
+from weighted_mtp.eval.speculative_eval import decide, load_mtp_model, speculative_completions
 from weighted_mtp.files import atomic_write_text
 from weighted_mtp.jsonl import write_jsonl
 from weighted_mtp.models.gguf_import import SMOLLM2_SPEC
-from weighted_mtp.models.load import STEPER_STUDENT_SPEC
+from weighted_mtp.models.load import STEPER_STUDENT_SPEC, load_tokenizer
 from weighted_mtp.models.micro import MICRO_SPEC
+from weighted_mtp.models.mtp import MTPModel
 
 TEMPERATURE_FILE = "temperature.json"
 # Model names `wmtp eval` accepts besides directories, as `models.policy.path` does in configs.
@@ -53,6 +55,8 @@ class EvalSettings:
     timeout_s: float = 5.0
     batch_size: int = 16
     threads: int = 0  # torch threads for generation; 0 = torch's default (one per core)
+    # Self-speculative greedy decoding with the checkpoint's MTP heads (eval.speculative_eval).
+    speculative: str = "auto"
     # Where `--temperature auto` found its value (a validation split), recorded in the summary.
     temperature_selected_on: str | None = None
 
@@ -141,7 +145,11 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_d
         raise ConfigError("--temperature 0 (greedy) gives n identical samples; use --n 1 or a temperature > 0")
     bench = load_benchmark(settings.benchmark, path=settings.benchmark_file, split=settings.split,
                            limit=settings.limit)
+    use_speculative, speculative_reason = decide(settings.speculative, settings.temperature, checkpoint)
+    if use_speculative and not isinstance((model_and_tokenizer or (None,))[0], MTPModel):
+        model_and_tokenizer = (load_mtp_model(checkpoint), load_tokenizer(checkpoint))
     model, tokenizer = model_and_tokenizer or _load_model(checkpoint)
+    speculative_stats = None
     prompt_format, why = resolve_prompt_format(settings.prompt_format, checkpoint, tokenizer)
     out_dir = Path(output_dir) if output_dir else default_output_dir(checkpoint, model_name)
     bench_dir = out_dir / _eval_name(settings)
@@ -162,8 +170,12 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_d
                                batch_size=settings.batch_size)
         torch.set_num_threads(threads)
         try:
-            generation = generate_completions(model, tokenizer, [p for p in prompts for _ in range(settings.n)], gen,
-                                              progress=True)
+            if use_speculative:
+                generation, speculative_stats = speculative_completions(
+                    model, tokenizer, [p for p in prompts for _ in range(settings.n)], gen)
+            else:
+                generation = generate_completions(model, tokenizer, [p for p in prompts for _ in range(settings.n)],
+                                                  gen, progress=True)
         finally:
             torch.set_num_threads(saved_threads)
         completions = generation.texts
@@ -201,6 +213,8 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_d
         "forward_passes": n_forward,
         "generated_tokens_per_s": round(n_generated_tokens / max(gen_seconds, 1e-9), 1),
         "execution_seconds": round(exec_seconds, 1),
+        "decoding": "speculative" if use_speculative else "batched", "speculative_reason": speculative_reason,
+        "speculative": speculative_stats,
     }
     atomic_write_text(bench_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     _log_to_mlflow(run, summary)
@@ -299,6 +313,7 @@ def cmd_eval_checkpoint(args) -> int:
         ks=_int_list(args.k, "--k"), seeds=_int_list(args.seeds, "--seeds"), top_p=args.top_p,
         max_new_tokens=args.max_new_tokens, prompt_format=args.prompt_format or "auto", limit=args.limit,
         workers=args.workers, timeout_s=args.timeout, batch_size=args.batch_size, threads=args.threads,
+        speculative=getattr(args, "speculative", "auto"),
     )
     if args.select_temperature:
         try:
@@ -320,5 +335,10 @@ def cmd_eval_checkpoint(args) -> int:
     print(f"generation {summary['generation_seconds']:.1f} s ({summary['generated_tokens']} tokens, "
           f"{summary['generated_tokens_per_s']:.1f} tokens/s), execution {summary['execution_seconds']:.1f} s, "
           f"total {summary['seconds']:.1f} s")
+    spec = summary.get("speculative")
+    if spec:
+        print(f"speculative decoding ({spec['heads']} {spec['head_type']} heads): {spec['tokens_per_pass']:.2f} tokens "
+              f"per pass, acceptance by head {spec['acceptance_by_head']}, {spec['speedup_vs_plain_greedy']}x plain "
+              f"greedy on {spec['checked_prompts']} prompts (identical tokens: {spec['identical_to_plain_greedy']})")
     print(f"written to {where}")
     return 0

@@ -35,7 +35,7 @@ includes a full [D, V] unembedding each.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -200,7 +200,8 @@ class _MTPStepper:
 @torch.inference_mode()
 def self_speculative_greedy(model, input_ids: Tensor, max_new_tokens: int,
                             eos_token_id: int | Sequence[int] | None = None,
-                            max_drafts: int | None = None, draft_vocab: Tensor | None = None) -> SpeculativeResult:
+                            max_drafts: int | None = None, draft_vocab: Tensor | None = None,
+                            should_stop: Callable[[list[int]], bool] | None = None) -> SpeculativeResult:
     """Greedy decoding of head 1 accelerated by drafting with heads 2..K of an MTPModel
     (parallel or sequential heads); the tokens equal ``greedy_decode``'s.
     ``accepted_per_step[i]`` is the number of drafts the i-th verification pass accepted (each
@@ -209,7 +210,9 @@ def self_speculative_greedy(model, input_ids: Tensor, max_new_tokens: int,
     ``max_drafts`` (default K-1) drafts with heads 2..max_drafts+1 only; the others are not
     run. Fewer drafts make each pass cheaper, which pays when the far heads are rarely right.
     ``draft_vocab`` (1-D token ids): drafts are argmaxes over these tokens only; default the
-    model's own ``draft_vocab`` (None: the whole vocabulary)."""
+    model's own ``draft_vocab`` (None: the whole vocabulary). ``should_stop(tokens)``, asked
+    after every pass, ends the decode early (e.g. a stop sequence appeared); the tokens then
+    run a few past where a token-by-token check would have stopped, never fewer."""
     from weighted_mtp.models.mtp import MTPModel
 
     if not isinstance(model, MTPModel):
@@ -230,7 +233,7 @@ def self_speculative_greedy(model, input_ids: Tensor, max_new_tokens: int,
         draft_vocab = getattr(model, "draft_vocab", None)
     if model.head_type == "sequential":
         with _EvalMode(model):
-            return _sequential_greedy(model, input_ids, max_new_tokens, eos, n_heads, draft_vocab)
+            return _sequential_greedy(model, input_ids, max_new_tokens, eos, n_heads, draft_vocab, should_stop)
     device = next(model.lm.parameters()).device
     tokens: list[int] = []
     accepted: list[int] = []
@@ -241,7 +244,7 @@ def self_speculative_greedy(model, input_ids: Tensor, max_new_tokens: int,
         y = int(logits[-1].argmax())
         tokens.append(y)
         position = -1  # where y was predicted, in the last forward's positions
-        done = y in eos or len(tokens) == max_new_tokens
+        done = y in eos or len(tokens) == max_new_tokens or (should_stop is not None and should_stop(tokens))
         while not done:
             # Never draft past max_new_tokens: a pass over [y, drafts] keeps at most len(drafts)+1.
             drafts = step.drafts(hidden, position, min(n_heads, max_new_tokens - len(tokens) - 1))
@@ -260,11 +263,12 @@ def self_speculative_greedy(model, input_ids: Tensor, max_new_tokens: int,
                     done = True
                     break
             y, position = greedy[a], a
+            done = done or (should_stop is not None and should_stop(tokens))
     return SpeculativeResult(tokens=tokens, n_forward=n_forward, accepted_per_step=accepted, drafts_per_step=offered)
 
 
 def _sequential_greedy(model, input_ids: Tensor, max_new_tokens: int, eos: set[int], n_heads: int,
-                       draft_vocab: Tensor | None) -> SpeculativeResult:
+                       draft_vocab: Tensor | None, should_stop=None) -> SpeculativeResult:
     """The verification loop for sequential heads: a pass over [x_m, drafts] scores them with
     the LM (full vocabulary); the LM's normed outputs at the kept positions feed depth 1."""
     lm = model.lm
@@ -284,7 +288,7 @@ def _sequential_greedy(model, input_ids: Tensor, max_new_tokens: int, eos: set[i
     tokens = [int(logits[-1].argmax())]
     committed.append(tokens[0])
     n_forward, accepted, offered = 1, [], []
-    done = tokens[0] in eos or max_new_tokens == 1
+    done = tokens[0] in eos or max_new_tokens == 1 or (should_stop is not None and should_stop(tokens))
     while not done:
         n = min(n_heads, max_new_tokens - len(tokens) - 1)
         drafts = drafter.draft(committed, hidden, n) if n > 0 else []
@@ -304,4 +308,5 @@ def _sequential_greedy(model, input_ids: Tensor, max_new_tokens: int, eos: set[i
             if t in eos or len(tokens) == max_new_tokens:
                 done = True
                 break
+        done = done or (should_stop is not None and should_stop(tokens))
     return SpeculativeResult(tokens=tokens, n_forward=n_forward, accepted_per_step=accepted, drafts_per_step=offered)
