@@ -19,7 +19,7 @@ from weighted_mtp.models.micro import embedded_data_dir
 TINY = CodeBaseRecipe(arch=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                                 num_key_value_heads=1, max_position_embeddings=256, tie_word_embeddings=True),
                       vocab_size=512, steps=10, batch_size=4, seq_len=64, warmup_steps=2, learning_rate=1e-2,
-                      extra_problem_seeds=(1,), extra_problems_per_seed=300)
+                      extra_problem_seeds=(1,), extra_problems_per_seed=300, compile=False)
 
 
 def test_build_is_deterministic_cached_and_learns(tmp_path, monkeypatch, micro_model_dir):

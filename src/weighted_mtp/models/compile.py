@@ -7,8 +7,9 @@ hooks around a block (the MTP model's capture of the trunk state, FSDP2's gather
 checkpointing) stay outside the compiled code. The fused chunked loss stays eager: it already
 materialises one chunk of logits at a time with its gradient computed in the forward.
 
-Only `forward` is replaced (an instance attribute), so parameter names, state dicts and
-checkpoints are the same as without compile. Shapes are dynamic from the first call: every
+Only `forward` is replaced (an instance attribute: the class's compiled forward bound to the
+block), so parameter names, state dicts and checkpoints are the same as without compile, and a
+deep copy of a compiled block runs its own weights. Shapes are dynamic from the first call: every
 sequence length runs the same kernels, so a resumed run (which compiles afresh, at another
 step) computes exactly what the uninterrupted run computed.
 """
@@ -16,6 +17,7 @@ step) computes exactly what the uninterrupted run computed.
 from __future__ import annotations
 
 import shutil
+import types
 import warnings
 
 import torch
@@ -85,7 +87,18 @@ def compile_blocks(model: nn.Module, math_attention: bool = False, device_type: 
     for block in blocks:
         if getattr(block, "_wmtp_compiled", False):
             continue
-        block.forward = torch.compile(block.forward, dynamic=True)
+        # The class's forward, compiled once and bound to each block: a deep copy of a block (the
+        # MTP heads are copies of the last one) is then bound to the copy, never to the original.
+        block.forward = types.MethodType(_compiled_forward(type(block)), block)
         block._wmtp_compiled = True
         n += 1
     return n
+
+
+_COMPILED: dict[type, object] = {}
+
+
+def _compiled_forward(cls: type):
+    if cls not in _COMPILED:
+        _COMPILED[cls] = torch.compile(cls.forward, dynamic=True)
+    return _COMPILED[cls]

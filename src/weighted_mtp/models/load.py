@@ -15,6 +15,7 @@ from weighted_mtp.models.code_base import CODE_BASE_SPEC, ensure_code_base
 from weighted_mtp.models.lora import LORA_CONFIG_FILE, lora_options
 from weighted_mtp.models.micro import MICRO_SPEC, ensure_micro_model
 from weighted_mtp.models.mtp import MTP_CONFIG_FILE, MTPModel
+from weighted_mtp.models.pretrained_heads import attach_pretrained_heads
 
 STEPER_STUDENT_SPEC = "embedded:steper-micro"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -69,6 +70,9 @@ def load_policy(cfg: Config, policy: PolicyModelConfig | None = None) -> tuple[M
     tok_path = resolve_model_path(policy.tokenizer_path, cfg) if policy.tokenizer_path else path
     model = MTPModel.from_pretrained(path, n_future_tokens=policy.n_future_tokens, dtype=DTYPES[policy.dtype],
                                      head_type=policy.head_type)
+    # A base trained with its MTP heads (embedded:micro-code) brings them for the K they were
+    # trained for; any other K keeps heads copied from the last block.
+    attach_pretrained_heads(model, path)
     # A LoRA export as the starting point: its adapters become base weights of this run.
     model.merge_lora()
     if cfg.training.use_lora:
