@@ -42,6 +42,7 @@ def tiny_overrides(tiny_lm_model_dir, **extra) -> list[str]:
         "training.mixed_precision": "fp32",
         "training.log_interval": 1,
         "training.eval_every": 0.5,
+        "data_sampling.policy_data": "rows",  # infrastructure, not an arm: the row counts below
         "data_sampling.n_samples": 13,  # batches of 4, 4, 4, 1: the last one leaves rank 1 without a row
         "data_sampling.val_n_samples": 5,  # 3 + 2 rows per rank: rank 1 runs one stand-in batch
         "dataset.max_length": 128,

@@ -40,6 +40,7 @@ def fault_overrides(tiny_lm_model_dir) -> list[str]:
         "training.lr_scheduler.warmup_ratio": 0.0,
         "training.mixed_precision": "fp32",
         "training.log_interval": 1,
+        "data_sampling.policy_data": "rows",  # infrastructure, not an arm: 16 rows, 4 batches an epoch
         "data_sampling.n_samples": 16,
         "data_sampling.val_n_samples": 0,
         "dataset.max_length": 128,

@@ -190,7 +190,7 @@ def test_training_moves_only_adapters_and_resumes(micro_model_dir, tmp_path):
     # 4 steps an epoch, so a checkpoint at step 2 to resume from.
     cfg = load_config(REPO / "configs" / "baseline" / "baseline.yaml", tiny_training_overrides(**{
         "training.max_steps": 3, "training.use_lora": "true", "training.lora.rank": 4, "training.batch_size": 2,
-        "data_sampling.n_samples": 8, "dataset.max_length": 64, "checkpoint.save_checkpoint_every": 0.5,
+        "data_sampling.policy_data": "rows", "data_sampling.n_samples": 8, "dataset.max_length": 64, "checkpoint.save_checkpoint_every": 0.5,
         "training.eval_every": 0, "data_sampling.val_n_samples": 0, "models.policy.n_future_tokens": 2}))
     initial = MTPModel.from_pretrained(micro_model_dir, n_future_tokens=cfg.models.policy.n_future_tokens)
     run_dir = tmp_path / "run"
