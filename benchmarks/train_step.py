@@ -79,7 +79,7 @@ def _step_worker(args) -> None:
         model = lm
 
         def loss_of(m):
-            return m(input_ids=ids, attention_mask=mask, labels=labels).loss
+            return m(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     use_math_attention(model)  # both steps: what training.compile uses on CPU (see models/compile.py)

@@ -44,6 +44,7 @@ def tiny_lm_model_dir(tmp_path_factory, micro_model_dir):
 def tiny_training_overrides(**extra) -> list[str]:
     """A 10-step baseline on the micro model: small batches, short sequences, no MLflow."""
     values = {
+        "models.policy.path": "embedded:micro-llama",  # the shipped code arms' base takes minutes to build
         "training.max_steps": 10,
         "training.batch_size": 4,
         "training.learning_rate": 3e-3,

@@ -11,7 +11,8 @@ from weighted_mtp.cli import main
 def test_quickstart_prints_summary_and_tracks_in_mlflow(tmp_path, capsys, micro_model_dir):
     (tmp_path / "baseline").mkdir()
     (tmp_path / "baseline" / "earlier-run").write_text("keep me")
-    assert main(["quickstart", "--output-dir", str(tmp_path), "--max-steps", "3", "--eval-limit", "4"]) == 0
+    assert main(["quickstart", "--output-dir", str(tmp_path), "--max-steps", "3", "--eval-limit", "4",
+                 "--override", "models.policy.path=embedded:micro-llama"]) == 0
     out = capsys.readouterr().out
     assert "== baseline: 3 steps" in out
     assert "tokens/s" in out and "MLflow store: sqlite:///" in out
@@ -56,6 +57,7 @@ def test_quickstart_prints_summary_and_tracks_in_mlflow(tmp_path, capsys, micro_
     # Greedy pass@1 of each arm, sandboxed, then one report over the runs.
     assert out.count("pass@1") >= 5 and "(subset: 4 of 200)" in out
     assert json.loads((run_dir / "eval" / "embedded" / "summary.json").read_text())["subset"] is True
+    assert "wmtp study --seeds 0,1,2" in out
     html = tmp_path / "report" / "report.html"
     assert f"report: {html}" in out and html.is_file()
     assert "verifiable_pairwise" in html.read_text() or "verifiable-pairwise" in html.read_text()

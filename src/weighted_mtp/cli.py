@@ -173,7 +173,8 @@ def cmd_export(args) -> int:
 def cmd_quickstart(args) -> int:
     from weighted_mtp.quickstart import run_quickstart
 
-    run_quickstart(Path(args.output_dir), _configs_root(), steps=args.max_steps, eval_limit=args.eval_limit)
+    run_quickstart(Path(args.output_dir), _configs_root(), steps=args.max_steps, eval_limit=args.eval_limit,
+                   overrides=args.override)
     return 0
 
 
@@ -288,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--output-dir", type=Path, default=Path("runs/quickstart"))
     q.add_argument("--max-steps", type=int, default=None, help="shorter run (tests)")
     q.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test problems only")
+    q.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="applied to every stage (e.g. models.policy.path=embedded:micro-llama)")
     q.set_defaults(func=cmd_quickstart)
 
     rp = sub.add_parser("report", help="compare runs: report.md + self-contained report.html (also in MLflow)")

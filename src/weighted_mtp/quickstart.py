@@ -98,6 +98,14 @@ def _fresh(run_dir: Path) -> Path:
     return run_dir
 
 
+# The full comparison: every arm for three seeds, greedy pass@1 and sampled pass@k, paired
+# differences against the baseline with bootstrap intervals (README, "The study").
+STUDY_HINT = (
+    "the full comparison (5 arms x 3 seeds, greedy pass@1 and sampled pass@10, paired bootstrap "
+    "intervals against the baseline):\n"
+    "   wmtp study --seeds 0,1,2 --output-dir runs/study\n"
+    "   measured on 2 CPU cores: STUDY_WALL; run it again to continue where it stopped")
+
 POLICY_ARMS = {  # run directory -> config; every arm starts from the same micro model
     "baseline": "baseline/baseline.yaml",
     "verifiable_pairwise": "verifiable/verifiable_pairwise.yaml",
@@ -108,7 +116,7 @@ POLICY_ARMS = {  # run directory -> config; every arm starts from the same micro
 
 
 def run_quickstart(output_dir: Path, configs_root: Path, steps: int | None = None,
-                   eval_limit: int | None = None) -> dict[str, TrainResult]:
+                   eval_limit: int | None = None, overrides: list[str] | None = None) -> dict[str, TrainResult]:
     """Baseline -> pairwise critic on its trunk -> the critic-weighted arm (that critic scores
     tokens and its value head keeps learning, with the pairwise auxiliary loss), its random and
     shuffled controls (the same critic, its weights rearranged) and Rho-1 with the baseline's
@@ -116,7 +124,7 @@ def run_quickstart(output_dir: Path, configs_root: Path, steps: int | None = Non
     the same rows in the same order with the same normaliser and step budget (the table's
     "training rows" digest shows it), and is validated on the same held-out rows. Then greedy
     pass@1 of each arm on the embedded test problems (sandboxed) and a report comparing them."""
-    overrides = [f"training.max_steps={steps}"] if steps else []
+    overrides = list(overrides or []) + ([f"training.max_steps={steps}"] if steps else [])
     start = time.perf_counter()
     results: dict[str, TrainResult] = {}
     configs = {name: configs_root / path for name, path in POLICY_ARMS.items()}
@@ -159,4 +167,5 @@ def run_quickstart(output_dir: Path, configs_root: Path, steps: int | None = Non
                             benchmark="embedded")
     print(f"report: {html}\n        {md}")
     print(f"quickstart finished in {time.perf_counter() - start:.0f} s; everything is under {output_dir}")
+    print(STUDY_HINT)
     return results
