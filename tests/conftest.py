@@ -13,6 +13,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+import weighted_mtp.objectives  # noqa: E402,F401  (registers the built-in objectives before any config loads)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

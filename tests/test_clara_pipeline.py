@@ -25,7 +25,7 @@ def tiny_base(tmp_path_factory, wmtp_cache):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from weighted_mtp.models.micro import train_tokenizer
-    from weighted_mtp.steper.world import build_world, world_texts
+    from weighted_mtp.world.world import build_world, world_texts
 
     out = tmp_path_factory.mktemp("clara") / "tiny-base"
     tok = train_tokenizer(list(world_texts(build_world(seed=0))), vocab_size=1200)
@@ -41,7 +41,7 @@ def tiny_base(tmp_path_factory, wmtp_cache):
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory, tiny_base):
-    from weighted_mtp.clara.demo import train_stages
+    from weighted_mtp.recipes.clara_demo import train_stages
     from weighted_mtp.config.load import load_config  # noqa: F401  (configs resolve from the repo)
     from conftest import REPO
 
@@ -80,7 +80,7 @@ def test_a_continued_stage_keeps_the_models_compression_rate(stages, tmp_path):
     the model was trained at 32 tokens / rate 8 (l = 4) and the config says 64 / 4 (l = 16)."""
     from conftest import REPO
 
-    from weighted_mtp.clara.build import run_stage
+    from weighted_mtp.recipes.clara_build import run_stage
     from weighted_mtp.clara.model import ClaraConfig
 
     out, _ = stages
@@ -124,7 +124,7 @@ def test_validate_data_cli(tmp_path, capsys, wmtp_cache):
 
 def test_world_pdf_renders_the_split_it_is_asked_for(tmp_path, wmtp_cache):
     from weighted_mtp.clara.data import read_stage
-    from weighted_mtp.clara.demo import render_world_pdf
+    from weighted_mtp.recipes.clara_demo import render_world_pdf
     from weighted_mtp.clara.pdf import extract_text
     from weighted_mtp.clara.resources import embedded_clara_dir
 
@@ -140,7 +140,7 @@ def test_world_pdf_renders_the_split_it_is_asked_for(tmp_path, wmtp_cache):
 
 
 def test_eval_pdf_end_to_end_and_textless_pdf(stages, tmp_path, capsys):
-    from weighted_mtp.clara.demo import render_world_pdf
+    from weighted_mtp.recipes.clara_demo import render_world_pdf
     from weighted_mtp.clara.pdf import extract_text
 
     out, _ = stages
@@ -189,8 +189,8 @@ def _fake_train_stages(out, calls):
 
 def test_eval_pdf_default_model_is_trained_once_and_measures_compression_with_its_stage1(stages, tmp_path,
                                                                                           monkeypatch):
-    import weighted_mtp.clara.build as build
-    from weighted_mtp.clara.demo import render_world_pdf
+    import weighted_mtp.recipes.clara_build as build
+    from weighted_mtp.recipes.clara_demo import render_world_pdf
 
     out, _ = stages
     calls = []
@@ -243,7 +243,7 @@ def _ordinary_pdf(path):
 def test_eval_pdf_on_an_ordinary_pdf_default_path_then_edited_questions(stages, tmp_path, monkeypatch, capsys):
     """The default path on a user's PDF: questions from the text itself, written out first, a report
     with every scenario and compression; the questions file edited and passed back."""
-    import weighted_mtp.clara.build as build
+    import weighted_mtp.recipes.clara_build as build
 
     out, _ = stages
     calls = []
@@ -286,7 +286,7 @@ def test_eval_pdf_on_an_ordinary_pdf_default_path_then_edited_questions(stages, 
 
 
 def test_eval_pdf_fails_fast_before_any_model_is_built(tmp_path, monkeypatch, capsys):
-    import weighted_mtp.clara.build as build
+    import weighted_mtp.recipes.clara_build as build
     from weighted_mtp.clara.pdf import render_pdf
 
     def no_build(*args, **kwargs):
@@ -319,7 +319,7 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint(tiny_base, tmp_path, m
 
     from conftest import REPO
 
-    from weighted_mtp.clara.build import BuildInterrupted, run_stage
+    from weighted_mtp.recipes.clara_build import BuildInterrupted, run_stage
     from weighted_mtp.objectives.clara import ClaraObjective
 
     calls = {"n": 0}

@@ -15,6 +15,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from weighted_mtp.config.registry import OBJECTIVES
 from weighted_mtp.config.schema import Config
 from weighted_mtp.errors import ConfigError
 
@@ -230,9 +231,10 @@ def _check(condition: bool, source: str, key: str, message: str) -> None:
 
 def validate(cfg: Config, source: str = "<config>") -> None:
     """Checks that need more than one field or a range; types were checked during conversion."""
-    from weighted_mtp.objectives import OBJECTIVES
-
     stage = cfg.experiment.stage
+    if not OBJECTIVES:
+        raise ConfigError(f"{source}: no objective is registered; import weighted_mtp.objectives (which registers "
+                          "the built-in ones) before loading a config")
     if stage not in OBJECTIVES:
         close = difflib.get_close_matches(stage, list(OBJECTIVES), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(OBJECTIVES))})"

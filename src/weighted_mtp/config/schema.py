@@ -12,7 +12,7 @@ from typing import Literal, Optional
 @dataclass
 class ExperimentConfig:
     name: str = "default"
-    # The objective the one training loop runs (see `weighted_mtp.objectives.OBJECTIVES`).
+    # The objective the one training loop runs (registered in `weighted_mtp.config.registry.OBJECTIVES`).
     stage: str = "baseline"
     description: str = ""
     tags: list[str] = field(default_factory=list)

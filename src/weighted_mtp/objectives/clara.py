@@ -19,19 +19,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from weighted_mtp.clara.data import read_stage
+from weighted_mtp.clara.model import ClaraConfig, ClaraModel
 from weighted_mtp.clara.resources import resolve_base_model, resolve_clara_data
+from weighted_mtp.clara.tokens import clara_tokens, encode_generator, encode_texts
+from weighted_mtp.clara.topk import differentiable_topk, select, topk_indices
+from weighted_mtp.config.registry import register_objective
 from weighted_mtp.config.schema import Config
 from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.errors import ConfigError, DataError, WMTPError
 from weighted_mtp.objectives.base import ObjectiveDefaults, ObjectiveOutput
 
-INSTRUCTIONS = {
-    "qa": "Generate questions that cover the key information of the background and answer them.",
-    "paraphrase": "Paraphrase the background information.",
-    "answer": "Answer the question as briefly as possible using the background.",
-}
 
 
+@register_objective("clara_stage1", "clara_stage2", "clara_stage3")
 class ClaraObjective(ObjectiveDefaults):
     batch_kind = "clara"
     val_batch_kind = "clara"
@@ -53,8 +54,6 @@ class ClaraObjective(ObjectiveDefaults):
         return {"compressor", "generator"}, True
 
     def build_model(self):
-        from weighted_mtp.clara.model import ClaraConfig, ClaraModel
-
         if self.c.init_from:
             source = Path(self.c.init_from)
             model = ClaraModel.from_pretrained(source)
@@ -79,16 +78,12 @@ class ClaraObjective(ObjectiveDefaults):
     def _calibrate(self, model, n_docs: int = 32) -> None:
         """memory_norm standardize: statistics of the fresh compressor's memory of the first
         `n_docs` distinct training documents."""
-        from weighted_mtp.clara.tokens import encode_texts
-
         _, items = self.load_items("train")
         docs = list(dict.fromkeys(d for x in items for d in ((x.doc,) if self.stage == 1 else x.docs)))[:n_docs]
         enc = encode_texts(model.tokenizer, docs, model.cfg.doc_max_length, model.tokens)
         model.calibrate_memory(enc["input_ids"], enc["attention_mask"])
 
     def load_model(self, directory: Path):
-        from weighted_mtp.clara.model import ClaraModel
-
         model = ClaraModel.from_pretrained(directory)
         model.set_trainable(*self._trainable())
         self.model_cfg = model.cfg
@@ -97,8 +92,6 @@ class ClaraObjective(ObjectiveDefaults):
     # ---- data --------------------------------------------------------------------------------
 
     def load_items(self, which: str) -> tuple[Path, list]:
-        from weighted_mtp.clara.data import read_stage
-
         key = "dataset.train" if which == "train" else "dataset.validation"
         path = resolve_clara_data(getattr(self.cfg.dataset, "train" if which == "train" else "validation"),
                                   self.stage, which, self.cfg, key)
@@ -143,8 +136,6 @@ class ClaraObjective(ObjectiveDefaults):
         return self._stage3(model, batch, gen, n_targets)
 
     def _stage3(self, model, batch, gen, n_targets) -> ObjectiveOutput:
-        from weighted_mtp.clara.topk import differentiable_topk, select, topk_indices
-
         B, D = batch["n_rows"], batch["n_docs"]
         with torch.no_grad():  # the compressor is frozen: no gradient can reach it
             memory = model.compress(batch["doc_input_ids"], batch["doc_attention_mask"]).memory
@@ -173,14 +164,10 @@ class ClaraCollator:
     that continues a model (clara.init_from) keeps the compression rate it was trained with."""
 
     def __init__(self, tokenizer, stage: int, c, model_cfg):
-        from weighted_mtp.clara.tokens import clara_tokens
-
         self.tokenizer, self.stage, self.c, self.shape = tokenizer, stage, c, model_cfg
         self.tokens = clara_tokens(tokenizer, model_cfg.n_mem)
 
     def __call__(self, items: list) -> dict[str, Any]:
-        from weighted_mtp.clara.tokens import encode_generator, encode_texts
-
         tok, c = self.tokenizer, self.c
         if self.stage == 1:
             docs = [x.doc for x in items]

@@ -16,17 +16,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from weighted_mtp.config.registry import register_objective
 from weighted_mtp.config.schema import Config
 from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.losses.critic_losses import bradley_terry_loss, pairwise_stats, pointwise_loss
 from weighted_mtp.metrics.critic_metrics import class_means, f1_at_threshold, position_correlation, roc_auc, spikiness
 from weighted_mtp.models.critic import CriticModel
-from weighted_mtp.models.lora import lora_options
 from weighted_mtp.models.load import DTYPES, load_tokenizer, resolve_model_path
+from weighted_mtp.models.lora import lora_options
 from weighted_mtp.objectives.base import ObjectiveOutput, PolicyObjective
 from weighted_mtp.rl.returns import lambda_returns, sequence_mean
 
 
+@register_objective("critic")
 class CriticObjective(PolicyObjective):
     val_batch_kind = "pairwise"
     loss_units = "rows"  # both losses are means over sequences (or pairs): ranks combine by rows

@@ -24,9 +24,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from weighted_mtp.cache import cache_root
+from weighted_mtp.config.registry import register_objective
 from weighted_mtp.config.schema import Config
 from weighted_mtp.constants import IGNORE_INDEX
+from weighted_mtp.data.collate import format_prompt
+from weighted_mtp.data.records import iter_records
+from weighted_mtp.data.sources import resolve_data_path
 from weighted_mtp.errors import ConfigError, DataError
+from weighted_mtp.eval.generate import eos_token_ids
+from weighted_mtp.eval.prompts import chat_prompt
 from weighted_mtp.losses.mtp_loss import mtp_cross_entropy
 from weighted_mtp.models.load import DTYPES, load_causal_lm, load_policy, load_tokenizer, resolve_model_path
 from weighted_mtp.models.mtp import MTPModel
@@ -44,14 +51,12 @@ from weighted_mtp.objectives.base import ObjectiveDefaults, ObjectiveOutput
 
 def _prompt_text(record, prompt_format: str, tokenizer) -> str:
     if prompt_format == "chat":
-        from weighted_mtp.eval.prompts import chat_prompt
-
         return chat_prompt(record.instruction + (f"\n\n{record.input}" if record.input.strip() else ""), tokenizer)
-    from weighted_mtp.data.collate import format_prompt
 
     return format_prompt(record)
 
 
+@register_objective("mtp_heads")
 class MTPHeadsObjective(ObjectiveDefaults):
     batch_kind = "mtp_heads"
     val_batch_kind = "mtp_heads"
@@ -99,10 +104,6 @@ class MTPHeadsObjective(ObjectiveDefaults):
     # ---- data --------------------------------------------------------------------------------
 
     def load_items(self, which: str) -> tuple[Path, list[DistillItem]]:
-        from weighted_mtp.data.records import iter_records
-        from weighted_mtp.models.micro import cache_root
-        from weighted_mtp.training.data_feed import resolve_data_path
-
         key = "dataset.train" if which == "train" else "dataset.validation"
         source = resolve_data_path(getattr(self.cfg.dataset, "train" if which == "train" else "validation"),
                                    self.cfg, key)
@@ -130,8 +131,6 @@ class MTPHeadsObjective(ObjectiveDefaults):
         return path, items
 
     def _build(self, lm, tokenizer, texts: list[tuple[str, str]]) -> list[DistillItem]:
-        from weighted_mtp.eval.generate import eos_token_ids
-
         def say(msg: str) -> None:
             print(f"mtp_heads data: {msg}", flush=True)
 

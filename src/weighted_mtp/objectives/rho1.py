@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from weighted_mtp.config.registry import register_objective
 from weighted_mtp.config.schema import Config
 from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.errors import ConfigError
@@ -37,6 +38,7 @@ def head1_ce(model: MTPModel, head_hidden, labels, chunk_size: int):
                                     bias=getattr(model.unembedding, "bias", None), chunk_size=chunk_size)
 
 
+@register_objective("rho1")
 class Rho1Objective(PolicyArmObjective):
     def __init__(self, cfg: Config):
         super().__init__(cfg)

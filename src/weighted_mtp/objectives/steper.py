@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from weighted_mtp.config.registry import register_objective
 from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.data.records import STEP_TASKS
 from weighted_mtp.losses.mtp_loss import mtp_cross_entropy
@@ -21,6 +22,7 @@ from weighted_mtp.models.mtp import MTPModel
 from weighted_mtp.objectives.base import ObjectiveOutput, PolicyObjective
 
 
+@register_objective("steper")
 class StepERObjective(PolicyObjective):
     def __init__(self, cfg):
         super().__init__(cfg)

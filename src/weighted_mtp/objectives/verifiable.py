@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from weighted_mtp.config.registry import register_objective
 from weighted_mtp.config.schema import Config
 from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.errors import ConfigError
@@ -80,6 +81,7 @@ def _policy_side(batch: dict[str, Any], ids: Tensor, labels: Tensor, pos_rows: T
     return rows
 
 
+@register_objective("verifiable")
 class VerifiableObjective(PolicyArmObjective):
     def __init__(self, cfg: Config):
         super().__init__(cfg)

@@ -36,7 +36,7 @@ from weighted_mtp.models.load import load_tokenizer
 from weighted_mtp.objectives import OBJECTIVES
 from weighted_mtp.training import checkpoint as ckpt
 from weighted_mtp.training import distributed
-from weighted_mtp.training.data_feed import BatchFeed, load_split, problem_ids
+from weighted_mtp.training.data_feed import BatchFeed, Split, load_split, problem_ids
 from weighted_mtp.training.optim import build_optimizer, build_scheduler
 from weighted_mtp.training.resources import peak_memory_mb
 from weighted_mtp.training.signals import StopRequest
@@ -381,8 +381,6 @@ def _train(cfg: Config, run_dir: Path, resume: bool, show_progress: bool, dctx: 
 def _own_splits(objective, cfg: Config):
     """Splits of an objective that reads its own files: `load_items(which)` gives (path, items);
     the loop only shuffles and batches them (`data_sampling.n_samples` / `val_n_samples` cap them)."""
-    from weighted_mtp.training.data_feed import Split
-
     path, items = objective.load_items("train")
     train_split = Split(path=path, items=items[: cfg.data_sampling.n_samples], stats=None)
     val_split = None

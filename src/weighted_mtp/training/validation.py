@@ -9,6 +9,8 @@ from typing import Callable
 
 import torch
 
+from weighted_mtp.training.distributed import gather_sums, shard
+
 
 @torch.no_grad()
 def evaluate_split(model, objective, items: list, collate, batch_size: int, device: torch.device,
@@ -19,8 +21,6 @@ def evaluate_split(model, objective, items: list, collate, batch_size: int, devi
     sums are added over processes, so the metrics are those of the whole split. Every process
     runs the same number of forwards (a sharded model gathers parameters in each one): a
     process whose share has run out evaluates a stand-in batch and discards it."""
-    from weighted_mtp.training.distributed import gather_sums, shard
-
     distributed = dist_ctx is not None and dist_ctx.enabled
     local = shard(items, dist_ctx) if distributed else items
     per_rank = -(-len(items) // dist_ctx.world_size) if distributed else len(items)
