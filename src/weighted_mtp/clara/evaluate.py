@@ -9,8 +9,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from weighted_mtp.clara.tokens import encode_generator, encode_texts
-
+from weighted_mtp.clara.tokens import INSTRUCTIONS, encode_generator, encode_texts
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""The one registry of objectives: `experiment.stage` -> objective class.
+"""The one registry of objectives: `experiment.stage` -> objective class, and the config
+section each method owns (`clara:`, `steper:`, ...) -> its dataclass.
 
 It lives in the config layer because loading a config checks the stage name, and the config
 layer may not import the objectives (they sit four layers up). Each objective module registers
@@ -14,17 +15,26 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 OBJECTIVES: dict[str, type] = {}
+# Top-level config sections owned by objectives: every config has each one (defaults when the file
+# does not set it), read as `cfg.<name>`; the root schema (`config/schema.py`) lists none of them.
+SECTIONS: dict[str, type] = {}
 
 
-def register_objective(*stages: str) -> Callable[[T], T]:
+def register_objective(*stages: str, section: tuple[str, type] | None = None) -> Callable[[T], T]:
     """Class decorator: `@register_objective("baseline")` makes `experiment.stage: baseline`
-    run that class. A stage may be registered once."""
+    run that class; `section=("clara", ClaraSectionConfig)` adds the `clara:` config section (a
+    dataclass, optionally with `validate(source)`). A stage or section is registered once."""
 
     def add(cls: T) -> T:
         for stage in stages:
             if stage in OBJECTIVES and OBJECTIVES[stage] is not cls:
                 raise ValueError(f"objective stage '{stage}' is already registered to {OBJECTIVES[stage].__name__}")
             OBJECTIVES[stage] = cls
+        if section is not None:
+            name, config_cls = section
+            if name in SECTIONS and SECTIONS[name] is not config_cls:
+                raise ValueError(f"config section '{name}' is already registered to {SECTIONS[name].__name__}")
+            SECTIONS[name] = config_cls
         return cls
 
     return add

@@ -1,12 +1,15 @@
 """The typed config schema. Every key a YAML file may set is a field here, and every field is read
 somewhere: a key that is not here is an error (see `load.py`), so a typo can never silently fall
-back to a default. Key names follow the seeds' configs (`models.policy.*`, `dataset.*`,
+back to a default. Method-specific sections (`clara`, `steper`, `mtp_heads`) are not here: each
+objective owns and registers its own (`config/registry.py`). Key names follow the seeds' configs (`models.policy.*`, `dataset.*`,
 `data_sampling.*`, `training.*`, `checkpoint.*`, `runtime.*`, `mlflow.*`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
+
+from weighted_mtp.config.registry import SECTIONS
 
 
 @dataclass
@@ -283,51 +286,6 @@ class DistributedConfig:
 
 
 @dataclass
-class StepERConfig:
-    weighting: Literal["uncertainty", "uniform"] = "uncertainty"
-    init_log_var: float = 0.0
-    world_seed: int = 0
-
-
-@dataclass
-class ClaraSectionConfig:
-    base_model: str = "embedded:clara-base"
-    init_from: Optional[str] = None
-    doc_max_length: int = 64
-    question_max_length: int = 48
-    generator_max_length: int = 256
-    compression_rate: int = 16
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    mse_weight: float = 0.1
-    top_k: int = 1
-    temperature: float = 0.02
-    train_query_reasoner: bool = True
-    train_generator: bool = True
-    fresh_generator: bool = False
-    world_seed: int = 0
-    train_docs: int = 96
-    memory_norm: Literal["none", "standardize"] = "none"
-
-
-@dataclass
-class MTPHeadsConfig:
-    # Stage mtp_heads (heads 2..K of a frozen model). self: the model's own greedy
-    # continuations of the training prompts (self-distillation); data: the rows' responses.
-    source: Literal["self", "data"] = "self"
-    # How a row becomes a prompt: the tokenizer's chat template (instruct models) or Alpaca.
-    prompt_format: Literal["chat", "alpaca"] = "chat"
-    # source self: tokens generated per prompt (an EOS ends a continuation earlier).
-    max_new_tokens: int = 128
-    # Rows per generation / head-1 pass while building the cached training set.
-    generation_batch_size: int = 32
-    # Drafts, and the heads' training softmax, range over this many most frequent training
-    # targets (saved with the model; verification always uses the whole vocabulary). null: all.
-    draft_vocab_size: Optional[int] = 8192
-
-
-@dataclass
 class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -338,6 +296,17 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     mlflow: MLflowConfig = field(default_factory=MLflowConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
-    steper: StepERConfig = field(default_factory=StepERConfig)
-    clara: ClaraSectionConfig = field(default_factory=ClaraSectionConfig)
-    mtp_heads: MTPHeadsConfig = field(default_factory=MTPHeadsConfig)
+    # The sections methods own (`clara`, `steper`, `mtp_heads`, ...: `config.registry.SECTIONS`),
+    # by name; read as attributes (`cfg.clara.top_k`), written to YAML at the top level.
+    sections: dict[str, Any] = field(default_factory=dict, metadata={"yaml": False})
+
+    def __post_init__(self):
+        for name, cls in SECTIONS.items():
+            if name not in self.sections:
+                self.sections[name] = cls()
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"config has no key or section '{name}'")

@@ -13,8 +13,9 @@ stage 3 (end to end): the compressor is frozen (its pass runs under no_grad); th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,24 +23,55 @@ import torch.nn.functional as F
 from weighted_mtp.clara.data import read_stage
 from weighted_mtp.clara.model import ClaraConfig, ClaraModel
 from weighted_mtp.clara.resources import resolve_base_model, resolve_clara_data
-from weighted_mtp.clara.tokens import clara_tokens, encode_generator, encode_texts
+from weighted_mtp.clara.tokens import INSTRUCTIONS, clara_tokens, encode_generator, encode_texts
 from weighted_mtp.clara.topk import differentiable_topk, select, topk_indices
-from weighted_mtp.config.registry import register_objective
+from weighted_mtp.config.load import check
+from weighted_mtp.config.registry import OBJECTIVES, register_objective
 from weighted_mtp.config.schema import Config
 from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.errors import ConfigError, DataError, WMTPError
 from weighted_mtp.objectives.base import ObjectiveDefaults, ObjectiveOutput
 
 
+@dataclass
+class ClaraSectionConfig:
+    """The `clara:` config section (every CLaRa stage reads it)."""
 
-@register_objective("clara_stage1", "clara_stage2", "clara_stage3")
+    base_model: str = "embedded:clara-base"
+    init_from: Optional[str] = None
+    doc_max_length: int = 64
+    question_max_length: int = 48
+    generator_max_length: int = 256
+    compression_rate: int = 16
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    mse_weight: float = 0.1
+    top_k: int = 1
+    temperature: float = 0.02
+    train_query_reasoner: bool = True
+    train_generator: bool = True
+    fresh_generator: bool = False
+    world_seed: int = 0
+    train_docs: int = 96
+    memory_norm: Literal["none", "standardize"] = "none"
+
+    def validate(self, source: str) -> None:
+        check(self.top_k >= 1, source, "clara.top_k", "must be >= 1")
+        check(self.train_docs >= 1, source, "clara.train_docs", "must be >= 1")
+        check(self.compression_rate >= 1, source, "clara.compression_rate", "must be >= 1")
+        check(self.temperature >= 0, source, "clara.temperature", "must be >= 0")
+
+
 class ClaraObjective(ObjectiveDefaults):
     batch_kind = "clara"
     val_batch_kind = "clara"
+    own_data = True  # CLaRa's stage JSONL files, not Record rows
+    stage: int  # 1, 2 or 3, declared by the class registered for each stage (below)
 
     def __init__(self, cfg: Config):
         self.cfg, self.c = cfg, cfg.clara
-        self.stage = int(cfg.experiment.stage.rsplit("stage", 1)[1])
+        self.stage = OBJECTIVES[cfg.experiment.stage].stage  # the registry knows each stage's number
         self.model_cfg = None  # the built or loaded model's ClaraConfig: its shapes rule the batches
 
     # ---- model -------------------------------------------------------------------------------
@@ -156,6 +188,21 @@ class ClaraObjective(ObjectiveDefaults):
         sums = {"loss": (ce.detach() * n_targets, n_targets), "recall_at_1": (hit1.float().sum(), n_gold),
                 f"recall_at_{self.c.top_k}": (hitk.float().sum(), n_gold)}
         return ObjectiveOutput(loss=ce, metrics=metrics, sums=sums)
+
+@register_objective("clara_stage1", section=("clara", ClaraSectionConfig))
+class ClaraStage1Objective(ClaraObjective):
+    stage = 1
+
+
+@register_objective("clara_stage2", section=("clara", ClaraSectionConfig))
+class ClaraStage2Objective(ClaraObjective):
+    stage = 2
+
+
+@register_objective("clara_stage3", section=("clara", ClaraSectionConfig))
+class ClaraStage3Objective(ClaraObjective):
+    stage = 3
+
 
 class ClaraCollator:
     """Items of one stage -> tensors: the documents for the compressor (fixed width, left padded),

@@ -40,6 +40,8 @@ def head1_ce(model: MTPModel, head_hidden, labels, chunk_size: int):
 
 @register_objective("rho1")
 class Rho1Objective(PolicyArmObjective):
+    applies_token_weights = True
+
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         self.w = cfg.training.weighting

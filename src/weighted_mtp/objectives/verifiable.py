@@ -83,6 +83,8 @@ def _policy_side(batch: dict[str, Any], ids: Tensor, labels: Tensor, pos_rows: T
 
 @register_objective("verifiable")
 class VerifiableObjective(PolicyArmObjective):
+    applies_token_weights = True
+
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         t = cfg.training

@@ -30,8 +30,8 @@ from weighted_mtp.clara.model import ADAPTERS_SUBDIR, CLARA_CONFIG_FILE
 from weighted_mtp.clara.resources import resolve_clara_data
 from weighted_mtp.config import load_config
 from weighted_mtp.errors import ConfigError, WMTPError
-from weighted_mtp.files import atomic_write_text
-from weighted_mtp.files import building_dir
+from weighted_mtp.files import atomic_write_text, building_dir
+from weighted_mtp.objectives import OBJECTIVES
 from weighted_mtp.training.checkpoint import latest_checkpoint
 from weighted_mtp.training.loop import train
 
@@ -68,7 +68,7 @@ def default_base(name: str) -> DefaultBase:
 
 def _save_every(cfg, saves: int) -> float:
     """The fraction of an epoch between checkpoints that gives about `saves` per stage."""
-    stage = int(cfg.experiment.stage.rsplit("stage", 1)[1])
+    stage = OBJECTIVES[cfg.experiment.stage].stage
     path = resolve_clara_data(cfg.dataset.train, stage, "train", cfg, "dataset.train")
     with open(path, "rb") as f:
         lines = sum(1 for line in f if line.strip())

@@ -29,8 +29,6 @@ from weighted_mtp.objectives import OBJECTIVES
 from weighted_mtp.training import checkpoint as ckpt
 from weighted_mtp.training.data_feed import load_split
 
-UNWEIGHTED_STAGES = ("baseline", "critic")
-
 
 @dataclass
 class WeightedExample:
@@ -75,12 +73,13 @@ def example_token_weights(run_dir: str | Path, n_examples: int = 4, max_length: 
     """The first `n_examples` validation rows' tokens and weights, and every target weight of
     the batch they are part of (`n_rows` rows, default max(n_examples, training.batch_size)).
     `max_length` overrides dataset.max_length (shorter rows make smaller heat maps). None for
-    stages that apply no token weights (baseline, critic). Runs on the CPU."""
+    objectives that apply no token weights (`applies_token_weights` false: baseline, critic, ...).
+    Runs on the CPU."""
     from transformers.utils import logging as hf_logging
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml")
-    if cfg.experiment.stage in UNWEIGHTED_STAGES:
+    if not OBJECTIVES[cfg.experiment.stage].applies_token_weights:
         return None
     final = run_dir / "final"
     if not (final / "config.json").is_file():

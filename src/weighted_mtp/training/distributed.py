@@ -158,7 +158,7 @@ def loss_units(objective) -> str:
     """What an objective's loss is a mean over, for combining ranks' losses exactly: "tokens"
     (target tokens: the MTP losses) or "rows" (sequences or pairs: pairwise batches, the
     critic's sequence-mean losses). An objective may declare `loss_units` itself."""
-    declared = getattr(objective, "loss_units", None)
+    declared = objective.loss_units
     if declared in ("tokens", "rows", "policy_tokens"):
         return declared
     return "rows" if objective.batch_kind == "pairwise" else "tokens"

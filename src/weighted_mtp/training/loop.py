@@ -27,7 +27,6 @@ from tqdm import tqdm
 from transformers.utils import logging as hf_logging
 
 from weighted_mtp.config import Config, config_to_dict
-from weighted_mtp.data.collate import PairwiseCollator, SFTCollator
 from weighted_mtp.errors import ConfigError, TrainingError, WMTPError
 from weighted_mtp.files import building_dir
 from weighted_mtp.log import get_logger
@@ -138,7 +137,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, show_progress: bool, dctx: 
     pairwise, val_pairwise = objective.batch_kind == "pairwise", objective.val_batch_kind == "pairwise"
     with dctx.main_first():  # rank 0 fills the caches (datasets, indexes, the micro model) first
         # Data first: a malformed file fails in seconds, before any model is loaded.
-        if hasattr(objective, "load_items"):  # an objective with its own data format (CLaRa's JSONL)
+        if objective.own_data:  # an objective with its own data format (CLaRa's JSONL)
             train_split, val_split = _own_splits(objective, cfg)
             train_eval_items, overlap = None, 0
         else:
@@ -160,10 +159,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, show_progress: bool, dctx: 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be usable
     dctx.barrier()
-    if hasattr(objective, "make_collator"):
-        collate, val_collate = objective.make_collator(tokenizer, "train"), objective.make_collator(tokenizer, "validation")
-    else:
-        collate, val_collate = _collator(pairwise, tokenizer, cfg), _collator(val_pairwise, tokenizer, cfg)
+    collate, val_collate = objective.make_collator(tokenizer, "train"), objective.make_collator(tokenizer, "validation")
     feed = BatchFeed(cfg, train_split, t.batch_size, pairwise, t.n_epochs)  # global batches
 
     steps_per_epoch = max(1, math.ceil(feed.batches_per_epoch / t.gradient_accumulation_steps))
@@ -388,11 +384,6 @@ def _own_splits(objective, cfg: Config):
         path, items = objective.load_items("validation")
         val_split = Split(path=path, items=items[: cfg.data_sampling.val_n_samples], stats=None)
     return train_split, val_split
-
-
-def _collator(pairwise: bool, tokenizer, cfg: Config):
-    cls = PairwiseCollator if pairwise else SFTCollator
-    return cls(tokenizer, cfg.dataset.max_length, cfg.dataset.pad_to_multiple_of)
 
 
 def _train_eval_items(cfg: Config, train_split, pairwise: bool, val_pairwise: bool) -> list | None:
