@@ -18,6 +18,13 @@ import weighted_mtp.objectives  # noqa: E402,F401  (registers the built-in objec
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests under tests/integration/ are end-to-end runs: marked `slow`, so `-m "not slow"` skips them."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def wmtp_cache(tmp_path_factory):
     """One cache per session, unless the developer points WMTP_CACHE somewhere to reuse."""
