@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from weighted_mtp.config.registry import OBJECTIVES, SECTIONS
-from weighted_mtp.config.schema import Config
+from weighted_mtp.config.schema import Config, TrainingConfig, training_config_class
 from weighted_mtp.errors import ConfigError
 
 DEFAULTS_NAME = "defaults.yaml"
@@ -123,6 +123,7 @@ def load_dataclass_config(cls, path: str | Path, overrides: list[str] | None = N
 
 
 def _all_keys(cls, prefix: str = "") -> list[str]:
+    cls = _concrete(cls)
     keys = []
     if cls is Config:
         for name, section in SECTIONS.items():
@@ -145,6 +146,11 @@ def _yaml_fields(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.metadata.get("yaml", True)]
 
 
+def _concrete(cls):
+    """The class a section converts into: `training` holds every registered method's fields too."""
+    return training_config_class() if cls is TrainingConfig else cls
+
+
 def _hints(cls) -> dict[str, Any]:
     if cls not in _HINTS:
         _HINTS[cls] = typing.get_type_hints(cls)
@@ -152,6 +158,7 @@ def _hints(cls) -> dict[str, Any]:
 
 
 def _suggest(key: str, prefix: str, cls) -> str:
+    cls = _concrete(cls)
     valid_here = _yaml_fields(cls) + (list(SECTIONS) if cls is Config else [])
     close = difflib.get_close_matches(key, valid_here, n=1, cutoff=0.6)
     if not close:
@@ -164,6 +171,7 @@ def _suggest(key: str, prefix: str, cls) -> str:
 
 
 def _convert(cls, data: Any, prefix: str, source: str):
+    cls = _concrete(cls)
     where = prefix.rstrip(".") or "<root>"
     if data is None:
         data = {}

@@ -18,12 +18,18 @@ OBJECTIVES: dict[str, type] = {}
 # Top-level config sections owned by objectives: every config has each one (defaults when the file
 # does not set it), read as `cfg.<name>`; the root schema (`config/schema.py`) lists none of them.
 SECTIONS: dict[str, type] = {}
+# Dataclasses of method fields that live under `training:` (the critic's loss, the weighting):
+# `config.schema.training_config_class()` adds them to TrainingConfig.
+TRAINING_FIELDS: list[type] = []
 
 
-def register_objective(*stages: str, section: tuple[str, type] | None = None) -> Callable[[T], T]:
+def register_objective(*stages: str, section: tuple[str, type] | None = None,
+                       training: tuple[type, ...] = ()) -> Callable[[T], T]:
     """Class decorator: `@register_objective("baseline")` makes `experiment.stage: baseline`
     run that class; `section=("clara", ClaraSectionConfig)` adds the `clara:` config section (a
-    dataclass, optionally with `validate(source)`). A stage or section is registered once."""
+    dataclass, optionally with `validate(source)`); `training=(CriticTrainingFields,)` adds
+    dataclasses of fields under `training:` (shared ones are registered by each user, once kept).
+    A stage or section is registered once."""
 
     def add(cls: T) -> T:
         for stage in stages:
@@ -35,6 +41,9 @@ def register_objective(*stages: str, section: tuple[str, type] | None = None) ->
             if name in SECTIONS and SECTIONS[name] is not config_cls:
                 raise ValueError(f"config section '{name}' is already registered to {SECTIONS[name].__name__}")
             SECTIONS[name] = config_cls
+        for fields in training:
+            if fields not in TRAINING_FIELDS:
+                TRAINING_FIELDS.append(fields)
         return cls
 
     return add

@@ -6,10 +6,10 @@ objective owns and registers its own (`config/registry.py`). Key names follow th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Literal, Optional
 
-from weighted_mtp.config.registry import SECTIONS
+from weighted_mtp.config.registry import SECTIONS, TRAINING_FIELDS
 
 
 @dataclass
@@ -159,37 +159,11 @@ class LoRAConfig:
 
 
 @dataclass
-class WeightingConfig:
-    # How each target token of the MTP loss is weighted (see `weighted_mtp.weighting`):
-    # uniform | critic (exp of the whitened GAE advantage) | rho1 (excess loss against a
-    # reference) | random_matched / shuffled (controls with the critic weights' statistics).
-    # combined (critic weight x rho1 weight, renormalised to mean 1 over the batch's response tokens).
-    scheme: Literal["uniform", "critic", "rho1", "random_matched", "shuffled", "combined"] = "uniform"
-    # Credit of token t from the critic's values (see `weighting.advantage`).
-    # value_delta: delta_t = V(s_t) - V(s_{t-1}), the pure value difference, unchanged when a
-    # constant is added to every value (a pairwise critic's level is arbitrary);
-    # terminal_reward: gamma V(s_t) - V(s_{t-1}) with R - V(s_{T-1}) on the last token, which
-    # mixes the 0/1 reward with the values, so it needs a critic whose values are probabilities.
-    critic_credit: Literal["value_delta", "terminal_reward"] = "value_delta"
-    # critic: w = clip(exp(A_hat / beta), min_weight, max_weight).
-    beta: float = 1.0
-    min_weight: float = 0.1
-    max_weight: float = 3.0
-    # Whiten advantages with running statistics that only training batches update.
-    whiten: bool = True
-    stats_momentum: float = 0.1
-    stats_warmup_steps: int = 10
-    # rho1: excess = CE_policy - CE_reference (signed) or its absolute value.
-    rho1_mode: Literal["signed", "absolute"] = "signed"
-    # topk: keep the top rho1_k_percent of response tokens of the batch (0/1 weights);
-    # soft: w = N * softmax(excess / rho1_temperature) over the batch's response tokens.
-    rho1_selection: Literal["topk", "soft"] = "topk"
-    rho1_k_percent: float = 0.7
-    rho1_temperature: float = 1.0
-
-
-@dataclass
 class TrainingConfig:
+    """The `training:` fields every method reads. Methods add their own under `training:`
+    (`register_objective(..., training=...)`: the critic's loss, the verifiable arm's critic
+    use, the weighting); `training_config_class()` is this class with all of them."""
+
     n_epochs: float = 1.0
     # When set, overrides n_epochs.
     max_steps: Optional[int] = None
@@ -216,34 +190,25 @@ class TrainingConfig:
     eval_every: float = 0.25
     # Batch size for validation (defaults to batch_size).
     eval_batch_size: Optional[int] = None
-    # Critic training (stage: critic). pointwise: a loss per sample against is_correct;
-    # pairwise: Bradley-Terry on mean response values of (correct, incorrect) pairs of a problem.
-    loss_type: Literal["pointwise", "pairwise"] = "pointwise"
-    pointwise_loss: Literal["bce", "mse", "lambda_return"] = "bce"
-    pairwise_margin: float = 0.0
-    td_gamma: float = 1.0
-    td_lambda: float = 0.95
-    value_head_type: Literal["linear", "mlp"] = "mlp"
-    dropout: float = 0.0
-    # 0 with use_lora false: frozen backbone (hidden states detached), only the value head trains.
-    num_unfrozen_layers: int = 0
     # Critic: LoRA on the backbone. Policy stages: LoRA on the trunk and every MTP head, base frozen.
     use_lora: bool = False
     lora: LoRAConfig = field(default_factory=LoRAConfig)
-    # Weighted policy training (stages: verifiable, rho1).
-    weighting: WeightingConfig = field(default_factory=WeightingConfig)
-    # separate: the critic at models.critic.path (a critic stage export) scores tokens;
-    # shared: a value head on the policy trunk, trained jointly with the policy.
-    critic_mode: Literal["separate", "shared"] = "separate"
-    # separate critic: keep training its value head (backbone frozen) with the value and
-    # pairwise terms on stage-2 pairs; false: a fully frozen critic.
-    critic_trainable: bool = False
-    # total = policy + value_coef * value + aux_coef * pairwise (the last two only train a shared
-    # or critic_trainable critic; with a frozen critic they are logged).
-    value_coef: float = 0.5
-    use_pairwise: bool = False
-    aux_coef: float = 0.1
     objective_learning_rate: Optional[float] = None
+
+
+_COMPOSED: dict[tuple[type, ...], type] = {}
+
+
+def training_config_class() -> type:
+    """TrainingConfig plus every registered method's `training.*` fields, so the keys YAML files
+    write (`training.td_lambda`, `training.weighting.scheme`) stay where they were while the
+    methods own them. Built once per set of registered field classes."""
+    extra = tuple(TRAINING_FIELDS)
+    if extra not in _COMPOSED:
+        # Bases in this order put TrainingConfig's fields first, then each method's in registration order.
+        _COMPOSED[extra] = make_dataclass("TrainingConfig", [], bases=(*reversed(extra), TrainingConfig))
+        _COMPOSED[extra].__doc__, _COMPOSED[extra].__module__ = TrainingConfig.__doc__, __name__
+    return _COMPOSED[extra]
 
 
 @dataclass
@@ -291,7 +256,7 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     data_sampling: DataSamplingConfig = field(default_factory=DataSamplingConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    training: TrainingConfig = field(default_factory=lambda: training_config_class()())
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     mlflow: MLflowConfig = field(default_factory=MLflowConfig)

@@ -10,8 +10,9 @@ the instruction is the same on both sides, so it cannot be memorised. Validation
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -28,7 +29,25 @@ from weighted_mtp.objectives.base import ObjectiveOutput, PolicyObjective
 from weighted_mtp.rl.returns import lambda_returns, sequence_mean
 
 
-@register_objective("critic")
+@dataclass
+class CriticTrainingFields:
+    """The critic's `training.*` fields (its loss and value head); the verifiable arm reads them
+    too for the critic it trains or uses."""
+
+    # Critic training (stage: critic). pointwise: a loss per sample against is_correct;
+    # pairwise: Bradley-Terry on mean response values of (correct, incorrect) pairs of a problem.
+    loss_type: Literal["pointwise", "pairwise"] = "pointwise"
+    pointwise_loss: Literal["bce", "mse", "lambda_return"] = "bce"
+    pairwise_margin: float = 0.0
+    td_gamma: float = 1.0
+    td_lambda: float = 0.95
+    value_head_type: Literal["linear", "mlp"] = "mlp"
+    dropout: float = 0.0
+    # 0 with use_lora false: frozen backbone (hidden states detached), only the value head trains.
+    num_unfrozen_layers: int = 0
+
+
+@register_objective("critic", training=(CriticTrainingFields,))
 class CriticObjective(PolicyObjective):
     val_batch_kind = "pairwise"
     loss_units = "rows"  # both losses are means over sequences (or pairs): ranks combine by rows

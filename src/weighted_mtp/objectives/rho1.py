@@ -29,6 +29,7 @@ from weighted_mtp.objectives.base import ObjectiveOutput, PolicyArmObjective, To
 from weighted_mtp.objectives.reference_ce import ReferenceCE
 from weighted_mtp.objectives.weighted import policy_metrics, weighted_policy_loss
 from weighted_mtp.weighting import WEIGHTINGS, WeightingContext, WeightingInputs
+from weighted_mtp.weighting.config import WeightingFields
 
 
 def head1_ce(model: MTPModel, head_hidden, labels, chunk_size: int):
@@ -38,7 +39,7 @@ def head1_ce(model: MTPModel, head_hidden, labels, chunk_size: int):
                                     bias=getattr(model.unembedding, "bias", None), chunk_size=chunk_size)
 
 
-@register_objective("rho1")
+@register_objective("rho1", training=(WeightingFields,))
 class Rho1Objective(PolicyArmObjective):
     applies_token_weights = True
 
