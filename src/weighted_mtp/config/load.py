@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from weighted_mtp.config.registry import OBJECTIVES, SECTIONS
-from weighted_mtp.config.schema import Config, TrainingConfig, training_config_class
+from weighted_mtp.config.schema import Config, ModelsConfig, TrainingConfig, with_method_fields
 from weighted_mtp.errors import ConfigError
 
 DEFAULTS_NAME = "defaults.yaml"
@@ -147,8 +147,8 @@ def _yaml_fields(cls) -> list[str]:
 
 
 def _concrete(cls):
-    """The class a section converts into: `training` holds every registered method's fields too."""
-    return training_config_class() if cls is TrainingConfig else cls
+    """The class a section converts into: `training` and `models` hold the registered methods' fields too."""
+    return with_method_fields(cls) if cls in (TrainingConfig, ModelsConfig) else cls
 
 
 def _hints(cls) -> dict[str, Any]:

@@ -18,17 +18,19 @@ OBJECTIVES: dict[str, type] = {}
 # Top-level config sections owned by objectives: every config has each one (defaults when the file
 # does not set it), read as `cfg.<name>`; the root schema (`config/schema.py`) lists none of them.
 SECTIONS: dict[str, type] = {}
-# Dataclasses of method fields that live under `training:` (the critic's loss, the weighting):
-# `config.schema.training_config_class()` adds them to TrainingConfig.
-TRAINING_FIELDS: list[type] = []
+# Dataclasses of method fields inside a root section: "training" (the critic's loss, the
+# weighting), "models" (the critic, the Rho-1 reference). `config.schema.with_method_fields` adds
+# them to TrainingConfig / ModelsConfig.
+METHOD_FIELDS: dict[str, list[type]] = {"training": [], "models": []}
 
 
-def register_objective(*stages: str, section: tuple[str, type] | None = None,
-                       training: tuple[type, ...] = ()) -> Callable[[T], T]:
+def register_objective(*stages: str, section: tuple[str, type] | None = None, training: tuple[type, ...] = (),
+                       models: tuple[type, ...] = ()) -> Callable[[T], T]:
     """Class decorator: `@register_objective("baseline")` makes `experiment.stage: baseline`
     run that class; `section=("clara", ClaraSectionConfig)` adds the `clara:` config section (a
-    dataclass, optionally with `validate(source)`); `training=(CriticTrainingFields,)` adds
-    dataclasses of fields under `training:` (shared ones are registered by each user, once kept).
+    dataclass, optionally with `validate(source)`); `training=(CriticTrainingFields,)` and
+    `models=(CriticModelFields,)` add dataclasses of fields under `training:` / `models:` (a
+    class several objectives use is registered by each, kept once).
     A stage or section is registered once."""
 
     def add(cls: T) -> T:
@@ -41,9 +43,10 @@ def register_objective(*stages: str, section: tuple[str, type] | None = None,
             if name in SECTIONS and SECTIONS[name] is not config_cls:
                 raise ValueError(f"config section '{name}' is already registered to {SECTIONS[name].__name__}")
             SECTIONS[name] = config_cls
-        for fields in training:
-            if fields not in TRAINING_FIELDS:
-                TRAINING_FIELDS.append(fields)
+        for root, extra in (("training", training), ("models", models)):
+            for fields in extra:
+                if fields not in METHOD_FIELDS[root]:
+                    METHOD_FIELDS[root].append(fields)
         return cls
 
     return add

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Literal, Optional
 
-from weighted_mtp.config.registry import SECTIONS, TRAINING_FIELDS
+from weighted_mtp.config.registry import METHOD_FIELDS, SECTIONS
 
 
 @dataclass
@@ -41,28 +41,11 @@ class PolicyModelConfig:
 
 
 @dataclass
-class CriticModelConfig:
-    # Stage critic: the backbone, a local HF causal-LM directory (an MTP export works: its trunk
-    # and head 1 are a plain HF model); None: the policy's path. Stage verifiable with
-    # critic_mode separate: a trained critic (the critic stage's `final/`), used frozen.
-    path: Optional[str] = None
-    dtype: Literal["float32", "bfloat16"] = "float32"
-
-
-@dataclass
-class ReferenceModelConfig:
-    # Rho-1 reference: a local HF causal-LM directory (an MTP export works: its head 1 is the
-    # next-token model). It must tokenize exactly like the policy (excess loss is per token).
-    # None: the batches must carry a precomputed `ref_ce` column (`wmtp data ref-ce`).
-    path: Optional[str] = None
-    dtype: Literal["float32", "bfloat16"] = "float32"
-
-
-@dataclass
 class ModelsConfig:
+    """`models:`: the policy every method trains. Methods add theirs (`models.critic`,
+    `models.reference`) through the registry (`with_method_fields`)."""
+
     policy: PolicyModelConfig = field(default_factory=PolicyModelConfig)
-    critic: CriticModelConfig = field(default_factory=CriticModelConfig)
-    reference: ReferenceModelConfig = field(default_factory=ReferenceModelConfig)
 
 
 @dataclass
@@ -162,7 +145,7 @@ class LoRAConfig:
 class TrainingConfig:
     """The `training:` fields every method reads. Methods add their own under `training:`
     (`register_objective(..., training=...)`: the critic's loss, the verifiable arm's critic
-    use, the weighting); `training_config_class()` is this class with all of them."""
+    use, the weighting); `with_method_fields(TrainingConfig)` is this class with all of them."""
 
     n_epochs: float = 1.0
     # When set, overrides n_epochs.
@@ -196,19 +179,22 @@ class TrainingConfig:
     objective_learning_rate: Optional[float] = None
 
 
-_COMPOSED: dict[tuple[type, ...], type] = {}
+_COMPOSED: dict[tuple, type] = {}
+_ROOTS = {"training": TrainingConfig, "models": ModelsConfig}
 
 
-def training_config_class() -> type:
-    """TrainingConfig plus every registered method's `training.*` fields, so the keys YAML files
-    write (`training.td_lambda`, `training.weighting.scheme`) stay where they were while the
-    methods own them. Built once per set of registered field classes."""
-    extra = tuple(TRAINING_FIELDS)
-    if extra not in _COMPOSED:
-        # Bases in this order put TrainingConfig's fields first, then each method's in registration order.
-        _COMPOSED[extra] = make_dataclass("TrainingConfig", [], bases=(*reversed(extra), TrainingConfig))
-        _COMPOSED[extra].__doc__, _COMPOSED[extra].__module__ = TrainingConfig.__doc__, __name__
-    return _COMPOSED[extra]
+def with_method_fields(base: type) -> type:
+    """TrainingConfig / ModelsConfig plus every registered method's fields under that section, so
+    the keys YAML files write (`training.td_lambda`, `models.critic.path`) stay where they were
+    while the methods own them. Built once per set of registered field classes."""
+    root = next(name for name, cls in _ROOTS.items() if cls is base)
+    extra = tuple(METHOD_FIELDS[root])
+    if (base, extra) not in _COMPOSED:
+        # Bases in this order put the base's fields first, then each method's in registration order.
+        cls = make_dataclass(base.__name__, [], bases=(*reversed(extra), base))
+        cls.__doc__, cls.__module__ = base.__doc__, __name__
+        _COMPOSED[(base, extra)] = cls
+    return _COMPOSED[(base, extra)]
 
 
 @dataclass
@@ -253,10 +239,10 @@ class DistributedConfig:
 @dataclass
 class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
-    models: ModelsConfig = field(default_factory=ModelsConfig)
+    models: ModelsConfig = field(default_factory=lambda: with_method_fields(ModelsConfig)())
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     data_sampling: DataSamplingConfig = field(default_factory=DataSamplingConfig)
-    training: TrainingConfig = field(default_factory=lambda: training_config_class()())
+    training: TrainingConfig = field(default_factory=lambda: with_method_fields(TrainingConfig)())
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     mlflow: MLflowConfig = field(default_factory=MLflowConfig)

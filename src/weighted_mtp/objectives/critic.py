@@ -10,9 +10,9 @@ the instruction is the same on both sides, so it cannot be memorised. Validation
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import torch
 from torch import Tensor
@@ -27,6 +27,22 @@ from weighted_mtp.models.load import DTYPES, load_tokenizer, resolve_model_path
 from weighted_mtp.models.lora import lora_options
 from weighted_mtp.objectives.base import ObjectiveOutput, PolicyObjective
 from weighted_mtp.rl.returns import lambda_returns, sequence_mean
+
+
+@dataclass
+class CriticModelConfig:
+    # Stage critic: the backbone, a local HF causal-LM directory (an MTP export works: its trunk
+    # and head 1 are a plain HF model); None: the policy's path. Stage verifiable with
+    # critic_mode separate: a trained critic (the critic stage's `final/`), used frozen.
+    path: Optional[str] = None
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+@dataclass
+class CriticModelFields:
+    """`models.critic`: the critic's backbone (stage critic) or the trained critic (verifiable)."""
+
+    critic: CriticModelConfig = field(default_factory=CriticModelConfig)
 
 
 @dataclass
@@ -47,7 +63,7 @@ class CriticTrainingFields:
     num_unfrozen_layers: int = 0
 
 
-@register_objective("critic", training=(CriticTrainingFields,))
+@register_objective("critic", training=(CriticTrainingFields,), models=(CriticModelFields,))
 class CriticObjective(PolicyObjective):
     val_batch_kind = "pairwise"
     loss_units = "rows"  # both losses are means over sequences (or pairs): ranks combine by rows

@@ -43,7 +43,8 @@ from weighted_mtp.models.load import load_policy, load_tokenizer
 from weighted_mtp.models.mtp import MTPModel
 from weighted_mtp.models.reference import check_same_tokenizer
 from weighted_mtp.objectives.base import ObjectiveOutput, PolicyArmObjective, TokenWeights
-from weighted_mtp.objectives.critic import CriticTrainingFields
+from weighted_mtp.objectives.critic import CriticModelFields, CriticTrainingFields
+from weighted_mtp.objectives.rho1 import ReferenceModelFields
 from weighted_mtp.objectives.reference_ce import ReferenceCE
 from weighted_mtp.objectives.rho1 import head1_ce
 from weighted_mtp.objectives.weighted import policy_metrics, weighted_policy_loss
@@ -102,7 +103,8 @@ class VerifiableTrainingFields:
 
 
 @register_objective(
-    "verifiable", training=(CriticTrainingFields, VerifiableTrainingFields, WeightingFields))
+    "verifiable", training=(CriticTrainingFields, VerifiableTrainingFields, WeightingFields),
+    models=(CriticModelFields, ReferenceModelFields))
 class VerifiableObjective(PolicyArmObjective):
     applies_token_weights = True
 
