@@ -1,8 +1,10 @@
-"""The typed config schema. Every key a YAML file may set is a field here, and every field is read
-somewhere: a key that is not here is an error (see `load.py`), so a typo can never silently fall
-back to a default. Method-specific sections (`clara`, `steper`, `mtp_heads`) are not here: each
-objective owns and registers its own (`config/registry.py`). Key names follow the seeds' configs (`models.policy.*`, `dataset.*`,
-`data_sampling.*`, `training.*`, `checkpoint.*`, `runtime.*`, `mlflow.*`)."""
+"""The typed config schema every method shares. Every key a YAML file may set is a field here or
+in a method's registered config (`config/registry.py`: the `clara:` / `steper:` / `mtp_heads:`
+sections, the critic's and the weighting's `training.*` fields, `models.critic` /
+`models.reference`), and every field is read somewhere: any other key is an error (see
+`load.py`), so a typo can never silently fall back to a default. Key names follow the seeds'
+configs (`models.policy.*`, `dataset.*`, `data_sampling.*`, `training.*`, `checkpoint.*`,
+`runtime.*`, `mlflow.*`)."""
 
 from __future__ import annotations
 
