@@ -170,18 +170,14 @@ class OpenAITeacher:
             raise WMTPError(f"POST {self.url}: reply is not JSON: {raw[:300]!r}") from None
 
 
-def _world_teacher():
-    return WorldTeacher
-
-
-TEACHERS = {"hf": lambda: HFTeacher, "openai": lambda: OpenAITeacher, "world": _world_teacher}
+TEACHERS = {"hf": HFTeacher, "openai": OpenAITeacher, "world": WorldTeacher}
 
 
 def build_teacher(kind: str, **options: Any) -> Teacher:
     """A teacher by config name; options are checked against its constructor before it runs."""
     if kind not in TEACHERS:
         raise ConfigError(f"unknown teacher kind {kind!r} (known: {', '.join(TEACHERS)})")
-    cls = TEACHERS[kind]()
+    cls = TEACHERS[kind]
     try:
         inspect.signature(cls).bind(**options)
     except TypeError as exc:
