@@ -13,7 +13,7 @@ from tiny_runs import in_process_train, logged
 
 from weighted_mtp.config import load_config
 from weighted_mtp.config.load import check
-from weighted_mtp.config.registry import OBJECTIVES, SECTIONS, register_objective
+from weighted_mtp.config.registry import METHOD_FIELDS, OBJECTIVES, SECTIONS, register_objective
 from weighted_mtp.errors import ConfigError
 from weighted_mtp.objectives.base import ObjectiveOutput
 from weighted_mtp.objectives.baseline import BaselineObjective
@@ -31,6 +31,13 @@ class ToyConfig:
         check(self.scale > 0, source, "toy.scale", "must be > 0")
 
 
+@dataclass
+class ToyTrainingFields:
+    """A field of the toy's under `training:` (as the critic's `training.td_lambda` is)."""
+
+    toy_warmup_steps: int = 0
+
+
 class ToyObjective(BaselineObjective):
     def __call__(self, model, batch, *, training: bool) -> ObjectiveOutput:
         out = super().__call__(model, batch, training=training)
@@ -41,18 +48,21 @@ class ToyObjective(BaselineObjective):
 
 @pytest.fixture
 def toy():
-    register_objective("toy", section=("toy", ToyConfig))(ToyObjective)
+    register_objective("toy", section=("toy", ToyConfig), training=(ToyTrainingFields,))(ToyObjective)
     try:
         yield
     finally:
         OBJECTIVES.pop("toy")
         SECTIONS.pop("toy")
+        METHOD_FIELDS["training"].remove(ToyTrainingFields)
 
 
 def test_toy_section_is_parsed_validated_and_suggested(toy, tmp_path):
     cfg = load_config(BASELINE, ["experiment.stage=toy", "toy.scale=2.5"])
     assert cfg.toy.scale == 2.5 and OBJECTIVES[cfg.experiment.stage] is ToyObjective
     assert load_config(BASELINE, ["experiment.stage=toy"]).toy.scale == 1.0  # the section's own default
+    cfg = load_config(BASELINE, ["training.toy_warmup_steps=3", "training.batch_size=5"])
+    assert cfg.training.toy_warmup_steps == 3 and cfg.training.batch_size == 5  # the toy's field beside the shared ones
     with pytest.raises(ConfigError, match=r"toy\.scale.*must be > 0"):
         load_config(BASELINE, ["toy.scale=0"])
     with pytest.raises(ConfigError, match=r"'toy\.scal'.*did you mean 'toy\.scale'"):
