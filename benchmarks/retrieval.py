@@ -17,7 +17,7 @@ from collections import Counter
 
 from weighted_mtp.rag.passages import Passage
 from weighted_mtp.rag.retrievers import BM25Retriever
-from weighted_mtp.steper.world import build_world
+from weighted_mtp.world.world import build_world
 
 _WORD = re.compile(r"\b\w\w+\b")
 

@@ -13,7 +13,16 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+import weighted_mtp.objectives  # noqa: E402,F401  (registers the built-in objectives before any config loads)
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests under tests/integration/ are end-to-end runs: marked `slow`, so `-m "not slow"` skips them."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)

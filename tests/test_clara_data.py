@@ -13,7 +13,7 @@ from weighted_mtp.clara.data import (Stage1Example, Stage2Example, Stage3Example
 from weighted_mtp.clara.embedded import build_clara_data, write_clara_data
 from weighted_mtp.errors import ConfigError, DataError
 from weighted_mtp.rag.passages import read_passages
-from weighted_mtp.steper.world import RELATIONS, SPLITS, build_world
+from weighted_mtp.world.world import RELATIONS, SPLITS, build_world
 
 QA = Stage1Example("qa", ("Who wrote Hamlet?", "When?"), ("Shakespeare", "1600"), "Hamlet was written by Shakespeare in 1600.")
 PARA = Stage1Example("paraphrase", (), ("In 1600 Shakespeare wrote Hamlet.",), "Hamlet was written by Shakespeare in 1600.")

@@ -249,14 +249,14 @@ def test_qa_jsonl_round_trip_and_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def world():
-    from weighted_mtp.steper.world import build_world
+    from weighted_mtp.world.world import build_world
 
     return build_world(0, people=30, films=8, books=8, cities=10, countries=4, companies=6,
                        n_train=3, n_valid=1, n_test=1)
 
 
 def test_world_questions_cover_every_relation():
-    from weighted_mtp.steper.world_facts import RELATIONS
+    from weighted_mtp.world.facts import RELATIONS
 
     assert set(WORLD_QUESTIONS) == set(RELATIONS)
 
@@ -368,7 +368,7 @@ def test_openai_chat_keeps_the_whole_reply_and_sends_no_stop():
 
 
 def test_hf_chat_has_no_stop_and_no_cut(monkeypatch):
-    import weighted_mtp.eval.generate as gen
+    import weighted_mtp.steper.teachers as teachers
     from weighted_mtp.eval.generate import GenerationConfig
     from weighted_mtp.steper.teachers import HFTeacher, chat_prompt
 
@@ -378,7 +378,7 @@ def test_hf_chat_has_no_stop_and_no_cut(monkeypatch):
         calls.append((prompts, cfg))
         return [" First. Second.\nThird."] * len(prompts)
 
-    monkeypatch.setattr(gen, "generate", fake_generate)
+    monkeypatch.setattr(teachers, "generate", fake_generate)
     teacher = HFTeacher.__new__(HFTeacher)  # no model needed: generate is faked
     teacher.model, teacher.tokenizer = None, None
     teacher.generation = GenerationConfig(max_new_tokens=5, temperature=0.0, stop=("\n",), batch_size=2)
@@ -469,8 +469,7 @@ def test_render_markdown_tables():
 def test_eval_pdf_config_sources_and_local_teacher_spec(tmp_path, monkeypatch):
     """qa.source defaults to cloze; hf resolves a packaged model (embedded:smollm2) to its local
     directory before the teacher is built; sources missing their keys fail at load time."""
-    import weighted_mtp.models.load as load
-    import weighted_mtp.steper.teachers as teachers
+    import weighted_mtp.clara.eval_pdf as eval_pdf
     from weighted_mtp.clara.cloze import ClozeQAGenerator
     from weighted_mtp.clara.eval_pdf import _qa_generator, load_eval_pdf_config
     from conftest import REPO
@@ -479,8 +478,8 @@ def test_eval_pdf_config_sources_and_local_teacher_spec(tmp_path, monkeypatch):
     cfg = load_eval_pdf_config(path)
     assert cfg.qa.source == "cloze" and isinstance(_qa_generator(cfg), ClozeQAGenerator)
     built = []
-    monkeypatch.setattr(load, "resolve_model_path", lambda spec, cfg=None: tmp_path / spec.split(":")[1])
-    monkeypatch.setattr(teachers, "build_teacher", lambda kind, **options: built.append((kind, options)) or FakeChat([]))
+    monkeypatch.setattr(eval_pdf, "resolve_model_path", lambda spec, cfg=None: tmp_path / spec.split(":")[1])
+    monkeypatch.setattr(eval_pdf, "build_teacher", lambda kind, **options: built.append((kind, options)) or FakeChat([]))
     gen = _qa_generator(load_eval_pdf_config(path, ["qa.source=hf", "qa.teacher.model_path=embedded:smollm2"]))
     assert isinstance(gen, TeacherQAGenerator)
     assert built == [("hf", {"model_dir": str(tmp_path / "smollm2"), "max_new_tokens": 128})]

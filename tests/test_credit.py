@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from weighted_mtp.config.schema import WeightingConfig
+from weighted_mtp.weighting.config import WeightingConfig
 from weighted_mtp.data.sampling import sample_pairs
 from weighted_mtp.models.critic import CriticModel
 from weighted_mtp.weighting import (

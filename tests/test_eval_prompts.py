@@ -166,7 +166,7 @@ def test_chat_eval_end_to_end_with_generation_stats(chat_model_dir, tmp_path):
 def test_eval_accepts_model_names(micro_model_dir, chat_model_dir, monkeypatch, tmp_path, capsys):
     assert resolve_checkpoint("embedded:micro-llama") == (micro_model_dir, "embedded:micro-llama")
     # embedded:smollm2 resolves through the cached import, as in configs (faked: no 538 MB import).
-    monkeypatch.setattr("weighted_mtp.models.gguf_import.ensure_smollm2", lambda *a, **k: chat_model_dir)
+    monkeypatch.setattr("weighted_mtp.models.load.ensure_smollm2", lambda *a, **k: chat_model_dir)
     assert resolve_checkpoint("embedded:smollm2") == (chat_model_dir, "embedded:smollm2")
     out = tmp_path / "out"
     assert main(["eval", "embedded:smollm2", "--benchmark", "humaneval", "--limit", "1", "--n", "1", "--k", "1",

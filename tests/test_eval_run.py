@@ -50,7 +50,7 @@ def test_eval_writes_per_seed_results_and_marks_a_subset(trained_run, monkeypatc
             out.append(solution if i % 2 == 0 else "def nothing():\n    pass\n")
         return Generation(texts=out, new_tokens=[5] * len(out), seconds=2.0, forward_passes=5)
 
-    monkeypatch.setattr("weighted_mtp.eval.generate.generate_completions", fake_generate)
+    monkeypatch.setattr("weighted_mtp.eval.run.generate_completions", fake_generate)
     settings = EvalSettings(benchmark="embedded", limit=3, n=4, ks=[1, 2], temperature=0.7, seeds=[0, 1])
     summary = evaluate_checkpoint(trained_run / "final", settings)
     assert calls == [0, 1]

@@ -8,10 +8,10 @@ import torch
 
 from conftest import REPO
 from weighted_mtp.cli import main
-from weighted_mtp.data import ref_ce as ref_ce_mod
+from weighted_mtp.models import ref_ce as ref_ce_mod
 from weighted_mtp.data.collate import SFTCollator, format_prompt, special_prefix
 from weighted_mtp.data.records import Record, iter_records, parse_record
-from weighted_mtp.data.ref_ce import write_reference_ce
+from weighted_mtp.models.ref_ce import write_reference_ce
 from weighted_mtp.errors import ConfigError, DataError
 from weighted_mtp.models.load import load_tokenizer
 from weighted_mtp.models.reference import ReferenceModel

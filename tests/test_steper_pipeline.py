@@ -12,7 +12,7 @@ from weighted_mtp.rag.passages import Passage
 from weighted_mtp.rag.retrievers import BM25Retriever
 from weighted_mtp.steper.generate import TRAJECTORIES_FILE, generate_split, is_kept, read_trajectories
 from weighted_mtp.steper.inference import score_trajectory
-from weighted_mtp.steper.prompts import extract_answer, first_sentence, is_final
+from weighted_mtp.world.prompts import extract_answer, first_sentence, is_final
 from weighted_mtp.steper.step_data import step_records
 from weighted_mtp.steper.trajectory import Trajectory, TrajectoryStep, run_interleaved
 
@@ -115,13 +115,13 @@ def test_recall_per_step_by_hand():
 
 @pytest.fixture(scope="module")
 def small_world():
-    from weighted_mtp.steper.world import build_world
+    from weighted_mtp.world.world import build_world
 
     return build_world(seed=3, n_train=60, n_valid=10, n_test=10)
 
 
 def test_teacher_filter_keeps_only_correct_final_answers(small_world, tmp_path):
-    from weighted_mtp.steper.world_teacher import WorldTeacher
+    from weighted_mtp.world.teacher import WorldTeacher
 
     retriever = BM25Retriever.build(small_world.corpus)
     questions = small_world.questions["train"]
@@ -156,7 +156,7 @@ class CrashingTeacher:
 
 
 def test_interrupted_generation_resumes_and_writes_each_question_once(small_world, tmp_path):
-    from weighted_mtp.steper.world_teacher import WorldTeacher
+    from weighted_mtp.world.teacher import WorldTeacher
 
     retriever = BM25Retriever.build(small_world.corpus)
     questions = small_world.questions["train"]
@@ -190,8 +190,8 @@ def test_student_prompt_tokenizes_like_training(small_world, wmtp_cache):
     from weighted_mtp.data.records import Record
     from weighted_mtp.models.micro import train_tokenizer
     from weighted_mtp.steper.inference import student_prompt
-    from weighted_mtp.steper.prompts import StepQuery, context, instruction
-    from weighted_mtp.steper.world import world_texts
+    from weighted_mtp.world.prompts import StepQuery, context, instruction
+    from weighted_mtp.world.world import world_texts
 
     tok = train_tokenizer(list(world_texts(small_world)), vocab_size=1024)
     q = small_world.questions["train"][0]

@@ -11,7 +11,7 @@ import pytest
 
 from weighted_mtp.errors import ConfigError, WMTPError
 from weighted_mtp.rag.passages import Passage
-from weighted_mtp.steper.prompts import StepQuery, first_sentence
+from weighted_mtp.world.prompts import StepQuery, first_sentence
 from weighted_mtp.steper.teachers import (SYSTEM_PROMPT, HFTeacher, OpenAITeacher, Teacher, build_teacher,
                                           chat_completions_url, teacher_messages, teacher_prompt)
 
@@ -187,7 +187,7 @@ def test_hf_teacher_batched_equals_one_by_one(tiny_dir):
 
 
 def test_hf_teacher_cuts_to_the_first_sentence(tiny_dir, monkeypatch):
-    import weighted_mtp.eval.generate as gen
+    import weighted_mtp.steper.teachers as teachers
 
     seen = {}
 
@@ -195,7 +195,7 @@ def test_hf_teacher_cuts_to_the_first_sentence(tiny_dir, monkeypatch):
         seen.update(prompts=prompts, cfg=cfg)
         return [" He is American. He lives in LA.", "So the answer is: St. Louis.", "no end"]
 
-    monkeypatch.setattr(gen, "generate", fake_generate)
+    monkeypatch.setattr(teachers, "generate", fake_generate)
     teacher = HFTeacher(tiny_dir, max_new_tokens=7, batch_size=2)
     assert teacher.step(QUERIES) == ["He is American.", "So the answer is: St. Louis.", "no end"]
     assert seen["prompts"] == [teacher_prompt(q) for q in QUERIES]  # no chat template: plain text
@@ -228,6 +228,6 @@ def test_build_teacher(server, tiny_dir):
 
 
 def test_build_world_teacher_needs_a_world():
-    pytest.importorskip("weighted_mtp.steper.world_teacher")
+    pytest.importorskip("weighted_mtp.world.teacher")
     with pytest.raises(ConfigError, match="world"):
         build_teacher("world")

@@ -9,11 +9,11 @@ import pytest
 
 from weighted_mtp.errors import ConfigError, DataError
 from weighted_mtp.rag.passages import Passage
-from weighted_mtp.steper.prompts import StepQuery, extract_answer, first_sentence, instruction, is_final
-from weighted_mtp.steper.world import (
+from weighted_mtp.world.prompts import StepQuery, extract_answer, first_sentence, instruction, is_final
+from weighted_mtp.world.world import (
     RELATIONS, SPLITS, build_world, ensure_world, load_world, save_world, world_dir, world_texts,
 )
-from weighted_mtp.steper.world_teacher import WorldTeacher
+from weighted_mtp.world.teacher import WorldTeacher
 
 SMALL = dict(people=120, films=30, books=30, cities=40, countries=10, companies=25, n_train=60, n_valid=15, n_test=15)
 # Written out by hand (not read from the module) so a changed phrase or template fails here.

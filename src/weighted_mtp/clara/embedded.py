@@ -20,8 +20,8 @@ from weighted_mtp.clara.data import Stage1Example, Stage2Example, Stage3Example,
 from weighted_mtp.errors import ConfigError
 from weighted_mtp.files import building_dir
 from weighted_mtp.rag.passages import Passage, write_passages
-from weighted_mtp.steper.world import RELATIONS, SPLITS, World
-from weighted_mtp.steper.world_facts import Fact
+from weighted_mtp.world.facts import Fact
+from weighted_mtp.world.world import RELATIONS, SPLITS, World
 
 # One question per relation, answered by the fact's object.
 QUESTIONS = {

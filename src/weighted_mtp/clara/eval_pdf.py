@@ -29,13 +29,20 @@ from typing import Literal, Optional
 
 import torch
 
-from weighted_mtp.clara.model import CLARA_CONFIG_FILE
+from weighted_mtp.clara.cloze import ClozeQAGenerator
+from weighted_mtp.clara.evaluate import answer, compress_texts, rank_documents
+from weighted_mtp.clara.model import CLARA_CONFIG_FILE, ClaraModel
 from weighted_mtp.clara.pdf import Chunk, chunk_text, chunks_to_passages, extract_text
-from weighted_mtp.clara.qa_pairs import QAPair, generate_qa, read_qa_jsonl, write_qa_jsonl
+from weighted_mtp.clara.qa_pairs import (QAPair, TeacherQAGenerator, WorldQAGenerator, generate_qa, read_qa_jsonl,
+                                         write_qa_jsonl)
+from weighted_mtp.clara.report import compression_metrics, render_markdown, scenario_metrics
 from weighted_mtp.config.load import load_dataclass_config
 from weighted_mtp.errors import ConfigError, DataError, WMTPError
 from weighted_mtp.jsonl import write_jsonl
+from weighted_mtp.models.load import resolve_model_path
 from weighted_mtp.rag.retrievers import BM25Retriever
+from weighted_mtp.steper.teachers import build_teacher
+from weighted_mtp.world.world import build_world
 
 
 @dataclass
@@ -96,23 +103,14 @@ def check_model_dir(path: str | Path, what: str = "--model") -> Path:
 
 
 def _qa_generator(cfg: EvalPdfConfig):
-    from weighted_mtp.clara.qa_pairs import TeacherQAGenerator, WorldQAGenerator
-    from weighted_mtp.steper.teachers import build_teacher
-
     qa, t = cfg.qa, cfg.qa.teacher
     if qa.source == "cloze":
-        from weighted_mtp.clara.cloze import ClozeQAGenerator
-
         return ClozeQAGenerator(n_per_chunk=qa.n_per_chunk)
     if qa.source == "world":
-        from weighted_mtp.steper.world import build_world
-
         return WorldQAGenerator(build_world(seed=cfg.world_seed))
     if qa.source == "hf":
         model_path = t.model_path
         if model_path.startswith("embedded:"):  # a packaged model, e.g. SmolLM2-135M-Instruct
-            from weighted_mtp.models.load import resolve_model_path
-
             model_path = str(resolve_model_path(model_path))
         teacher = build_teacher("hf", model_dir=model_path, max_new_tokens=t.max_new_tokens)
     else:
@@ -178,10 +176,6 @@ def evaluate_pdf(prep: PreparedPdf, model_dir: str | Path, output_dir: str | Pat
                  compression_model_dir: str | Path | None = None, extra: dict | None = None) -> dict:
     """The scenarios of a prepared PDF with a CLaRa model; `extra` goes into summary.json as is
     (the CLI records how long a default model took to build)."""
-    from weighted_mtp.clara.evaluate import answer, compress_texts, rank_documents
-    from weighted_mtp.clara.model import ClaraModel
-    from weighted_mtp.clara.report import compression_metrics, render_markdown, scenario_metrics
-
     start = time.perf_counter()
     out, chunks, pairs = Path(output_dir), prep.chunks, prep.pairs
     model = ClaraModel.from_pretrained(check_model_dir(model_dir))

@@ -9,14 +9,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from weighted_mtp.objectives.clara import INSTRUCTIONS
+from weighted_mtp.clara.tokens import INSTRUCTIONS, encode_generator, encode_texts
 
 
 @torch.no_grad()
 def compress_texts(model, texts: Sequence[str], batch_size: int = 64, adapter: str = "compressor") -> torch.Tensor:
     """[N, l, d] memory of each text (the compressor, or the query reasoner for questions)."""
-    from weighted_mtp.clara.tokens import encode_texts
-
     width = model.cfg.doc_max_length
     parts = []
     for start in range(0, len(texts), batch_size):
@@ -34,8 +32,6 @@ def rank_documents(model, questions: Sequence[str], memory: torch.Tensor, questi
 def answer(model, questions: Sequence[str | None], slots: torch.Tensor | None, *, instruction: str = "answer",
            max_new_tokens: int = 32, batch_size: int = 32) -> list[str]:
     """Greedy answers given per-question memory slots [Q, k, l, d] (None: zero-shot, no documents)."""
-    from weighted_mtp.clara.tokens import encode_generator
-
     texts: list[str] = []
     l, d = model.cfg.n_mem, model.hidden_size
     for start in range(0, len(questions), batch_size):
@@ -61,8 +57,6 @@ def recall_at_k(scores: torch.Tensor, gold: Sequence[Sequence[int]], ks: Sequenc
 @torch.no_grad()
 def query_vectors(model, questions: Sequence[str], question_max_length: int = 48, batch_size: int = 64) -> torch.Tensor:
     """[Q, l*d] query-reasoner vectors, L2-normalised."""
-    from weighted_mtp.clara.tokens import encode_texts
-
     out = []
     for start in range(0, len(questions), batch_size):
         enc = encode_texts(model.tokenizer, list(questions[start:start + batch_size]), question_max_length,

@@ -83,7 +83,7 @@ class QAGenerator(Protocol):
         ...
 
 
-# One question per relation of the embedded world (steper.world_facts.RELATIONS); the answer
+# One question per relation of the embedded world (world.facts.RELATIONS); the answer
 # is the fact's object.
 WORLD_QUESTIONS = {
     "director": "Who directed {s}?",

@@ -9,7 +9,12 @@ import hashlib
 import json
 from pathlib import Path
 
+from weighted_mtp.cache import cache_root
+from weighted_mtp.clara.base import ensure_clara_base
+from weighted_mtp.clara.embedded import write_clara_data
 from weighted_mtp.errors import ConfigError
+from weighted_mtp.models.load import resolve_model_path
+from weighted_mtp.world.world import build_world
 
 EMBEDDED_DATA = "embedded:clara"
 EMBEDDED_BASE = "embedded:clara-base"
@@ -17,12 +22,8 @@ EMBEDDED_BASE = "embedded:clara-base"
 
 def resolve_base_model(spec: str, cfg) -> Path:
     if spec == EMBEDDED_BASE:
-        from weighted_mtp.clara.base import ensure_clara_base
-
         return ensure_clara_base(world_seed=cfg.clara.world_seed)
     if spec.startswith("embedded:"):  # a pretrained model shipped in a package (embedded:smollm2)
-        from weighted_mtp.models.load import resolve_model_path
-
         return Path(resolve_model_path(spec))
     path = Path(spec).expanduser()
     if not (path / "config.json").is_file():
@@ -37,10 +38,6 @@ def embedded_clara_dir(world_seed: int = 0, train_docs: int = 96, k: int = 1) ->
     documents through its memory vectors in a CPU budget, not six hundred (README, CLaRa).
     Stage 2 gives each question `k` documents, stage 3's top-k (the gold one and k - 1
     distractors): the generator is instruction-tuned on as many documents as stage 3 hands it."""
-    from weighted_mtp.clara.embedded import write_clara_data
-    from weighted_mtp.models.micro import cache_root
-    from weighted_mtp.steper.world import build_world
-
     spec = {"v": 1, "world_seed": world_seed, "train_docs": train_docs, "k": k}
     key = hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:12]
     out = cache_root() / "data" / f"clara-embedded-{key}"

@@ -21,6 +21,12 @@ from weighted_mtp.data.collate import eos_token_id, pad_token_id, special_prefix
 from weighted_mtp.errors import ConfigError
 
 ENC, SEP = "<ENC>", "<SEP>"
+# The generator's instruction per kind of example (stage 1: qa / paraphrase; stages 2-3: answer).
+INSTRUCTIONS = {
+    "qa": "Generate questions that cover the key information of the background and answer them.",
+    "paraphrase": "Paraphrase the background information.",
+    "answer": "Answer the question as briefly as possible using the background.",
+}
 
 
 def mem_token(i: int) -> str:

@@ -15,7 +15,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from weighted_mtp.config.schema import Config
+from weighted_mtp.config.registry import OBJECTIVES, SECTIONS
+from weighted_mtp.config.schema import Config, ModelsConfig, TrainingConfig, with_method_fields
 from weighted_mtp.errors import ConfigError
 
 DEFAULTS_NAME = "defaults.yaml"
@@ -102,7 +103,10 @@ def config_from_dict(data: dict, overrides: list[str] | None = None, source: str
         resolved = OmegaConf.to_container(OmegaConf.create(data), resolve=True)
     except OmegaConfBaseException as e:
         raise ConfigError(f"{source}: cannot resolve interpolation: {e}".splitlines()[0]) from None
+    sections = {name: _convert(cls, resolved.pop(name, None), prefix=f"{name}.", source=source)
+                 for name, cls in SECTIONS.items()}
     cfg = _convert(Config, resolved, prefix="", source=source)
+    cfg.sections.update(sections)
     validate(cfg, source)
     return cfg
 
@@ -119,8 +123,14 @@ def load_dataclass_config(cls, path: str | Path, overrides: list[str] | None = N
 
 
 def _all_keys(cls, prefix: str = "") -> list[str]:
+    cls = _concrete(cls)
     keys = []
+    if cls is Config:
+        for name, section in SECTIONS.items():
+            keys.extend([name, *_all_keys(section, name + ".")])
     for name, tp in _hints(cls).items():
+        if name not in _yaml_fields(cls):
+            continue
         dotted = f"{prefix}{name}"
         keys.append(dotted)
         if dataclasses.is_dataclass(tp):
@@ -131,6 +141,16 @@ def _all_keys(cls, prefix: str = "") -> list[str]:
 _HINTS: dict[type, dict[str, Any]] = {}
 
 
+def _yaml_fields(cls) -> list[str]:
+    """The fields a YAML file sets (not `Config.sections`, which holds the registered sections)."""
+    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("yaml", True)]
+
+
+def _concrete(cls):
+    """The class a section converts into: `training` and `models` hold the registered methods' fields too."""
+    return with_method_fields(cls) if cls in (TrainingConfig, ModelsConfig) else cls
+
+
 def _hints(cls) -> dict[str, Any]:
     if cls not in _HINTS:
         _HINTS[cls] = typing.get_type_hints(cls)
@@ -138,7 +158,8 @@ def _hints(cls) -> dict[str, Any]:
 
 
 def _suggest(key: str, prefix: str, cls) -> str:
-    valid_here = [f.name for f in dataclasses.fields(cls)]
+    cls = _concrete(cls)
+    valid_here = _yaml_fields(cls) + (list(SECTIONS) if cls is Config else [])
     close = difflib.get_close_matches(key, valid_here, n=1, cutoff=0.6)
     if not close:
         everywhere = _all_keys(Config)
@@ -150,13 +171,14 @@ def _suggest(key: str, prefix: str, cls) -> str:
 
 
 def _convert(cls, data: Any, prefix: str, source: str):
+    cls = _concrete(cls)
     where = prefix.rstrip(".") or "<root>"
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: config key '{where}' must be a mapping, got {type(data).__name__}")
     hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = set(_yaml_fields(cls))
     kwargs = {}
     for key, value in data.items():
         if key not in names:
@@ -223,67 +245,65 @@ def _coerce(tp, value: Any, key: str, source: str):
     raise ConfigError(f"{source}: config key '{key}' has unsupported type {_type_name(tp)}")
 
 
-def _check(condition: bool, source: str, key: str, message: str) -> None:
+def check(condition: bool, source: str, key: str, message: str) -> None:
+    """Raise a ConfigError naming `key` unless `condition` (for sections' `validate` methods too)."""
     if not condition:
         raise ConfigError(f"{source}: config key '{key}' {message}")
 
 
 def validate(cfg: Config, source: str = "<config>") -> None:
     """Checks that need more than one field or a range; types were checked during conversion."""
-    from weighted_mtp.objectives import OBJECTIVES
-
     stage = cfg.experiment.stage
+    if not OBJECTIVES:
+        raise ConfigError(f"{source}: no objective is registered; import weighted_mtp.objectives (which registers "
+                          "the built-in ones) before loading a config")
     if stage not in OBJECTIVES:
         close = difflib.get_close_matches(stage, list(OBJECTIVES), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(OBJECTIVES))})"
         raise ConfigError(f"{source}: config key 'experiment.stage' names unknown objective '{stage}'{hint}")
     t, d, s = cfg.training, cfg.dataset, cfg.data_sampling
-    _check(cfg.models.policy.n_future_tokens >= 1, source, "models.policy.n_future_tokens", "must be >= 1")
-    _check(d.max_length >= 2, source, "dataset.max_length", "must be >= 2")
-    _check(d.pad_to_multiple_of is None or d.pad_to_multiple_of >= 1, source, "dataset.pad_to_multiple_of",
-           "must be >= 1 or null")
-    _check(t.batch_size >= 1, source, "training.batch_size", "must be >= 1")
-    _check(t.gradient_accumulation_steps >= 1, source, "training.gradient_accumulation_steps", "must be >= 1")
-    _check(t.n_epochs > 0, source, "training.n_epochs", "must be > 0")
-    _check(t.max_steps is None or t.max_steps >= 1, source, "training.max_steps", "must be >= 1 or null")
-    _check(t.learning_rate > 0, source, "training.learning_rate", "must be > 0")
-    _check(len(t.betas) == 2, source, "training.betas", "must have two values")
-    _check(0 <= t.lr_scheduler.warmup_ratio < 1, source, "training.lr_scheduler.warmup_ratio", "must be in [0, 1)")
-    _check(0 <= t.lr_scheduler.min_lr_ratio <= 1, source, "training.lr_scheduler.min_lr_ratio", "must be in [0, 1]")
-    _check(t.loss.chunk_size >= 1, source, "training.loss.chunk_size", "must be >= 1")
+    check(cfg.models.policy.n_future_tokens >= 1, source, "models.policy.n_future_tokens", "must be >= 1")
+    check(d.max_length >= 2, source, "dataset.max_length", "must be >= 2")
+    check(d.pad_to_multiple_of is None or d.pad_to_multiple_of >= 1, source, "dataset.pad_to_multiple_of",
+          "must be >= 1 or null")
+    check(t.batch_size >= 1, source, "training.batch_size", "must be >= 1")
+    check(t.gradient_accumulation_steps >= 1, source, "training.gradient_accumulation_steps", "must be >= 1")
+    check(t.n_epochs > 0, source, "training.n_epochs", "must be > 0")
+    check(t.max_steps is None or t.max_steps >= 1, source, "training.max_steps", "must be >= 1 or null")
+    check(t.learning_rate > 0, source, "training.learning_rate", "must be > 0")
+    check(len(t.betas) == 2, source, "training.betas", "must have two values")
+    check(0 <= t.lr_scheduler.warmup_ratio < 1, source, "training.lr_scheduler.warmup_ratio", "must be in [0, 1)")
+    check(0 <= t.lr_scheduler.min_lr_ratio <= 1, source, "training.lr_scheduler.min_lr_ratio", "must be in [0, 1]")
+    check(t.loss.chunk_size >= 1, source, "training.loss.chunk_size", "must be >= 1")
     scales = t.loss.head_scales
     if scales is not None:
         k = cfg.models.policy.n_future_tokens
-        _check(len(scales) == k, source, "training.loss.head_scales",
-               f"must have one value per head (models.policy.n_future_tokens = {k}), got {len(scales)}")
-        _check(all(v >= 0 for v in scales) and any(v > 0 for v in scales), source, "training.loss.head_scales",
-               f"must be >= 0 with at least one > 0, got {scales}")
-    _check(t.log_interval >= 1, source, "training.log_interval", "must be >= 1")
-    _check(s.n_samples >= 1, source, "data_sampling.n_samples", "must be >= 1")
-    _check(s.val_n_samples >= 0, source, "data_sampling.val_n_samples", "must be >= 0")
-    _check(s.correct_ratio is None or 0 <= s.correct_ratio <= 1, source, "data_sampling.correct_ratio", "must be in [0, 1]")
+        check(len(scales) == k, source, "training.loss.head_scales",
+              f"must have one value per head (models.policy.n_future_tokens = {k}), got {len(scales)}")
+        check(all(v >= 0 for v in scales) and any(v > 0 for v in scales), source, "training.loss.head_scales",
+              f"must be >= 0 with at least one > 0, got {scales}")
+    check(t.log_interval >= 1, source, "training.log_interval", "must be >= 1")
+    check(s.n_samples >= 1, source, "data_sampling.n_samples", "must be >= 1")
+    check(s.val_n_samples >= 0, source, "data_sampling.val_n_samples", "must be >= 0")
+    check(s.correct_ratio is None or 0 <= s.correct_ratio <= 1, source, "data_sampling.correct_ratio", "must be in [0, 1]")
     for name, bounds in s.difficulty_bins.items():
-        _check(len(bounds) == 2 and bounds[0] <= bounds[1], source, f"data_sampling.difficulty_bins.{name}",
-               f"must be [lo, hi] with lo <= hi, got {bounds}")
+        check(len(bounds) == 2 and bounds[0] <= bounds[1], source, f"data_sampling.difficulty_bins.{name}",
+              f"must be [lo, hi] with lo <= hi, got {bounds}")
     for name in s.difficulty_weights:
-        _check(name in s.difficulty_bins, source, f"data_sampling.difficulty_weights.{name}",
-               f"names no bin of data_sampling.difficulty_bins ({', '.join(s.difficulty_bins)})")
+        check(name in s.difficulty_bins, source, f"data_sampling.difficulty_weights.{name}",
+              f"names no bin of data_sampling.difficulty_bins ({', '.join(s.difficulty_bins)})")
     for i, stage_cfg in enumerate(s.curriculum):
         for name in stage_cfg.weights:
-            _check(name in s.difficulty_bins, source, f"data_sampling.curriculum[{i}].weights.{name}",
-                   f"names no bin of data_sampling.difficulty_bins ({', '.join(s.difficulty_bins)})")
-    _check(cfg.checkpoint.save_total_limit >= 1, source, "checkpoint.save_total_limit", "must be >= 1")
-    m = cfg.mtp_heads
-    _check(m.max_new_tokens >= 1, source, "mtp_heads.max_new_tokens", "must be >= 1")
-    _check(m.generation_batch_size >= 1, source, "mtp_heads.generation_batch_size", "must be >= 1")
-    _check(m.draft_vocab_size is None or m.draft_vocab_size >= 1, source, "mtp_heads.draft_vocab_size",
-           "must be >= 1 or null")
-    c = cfg.clara
-    _check(c.top_k >= 1, source, "clara.top_k", "must be >= 1")
-    _check(c.train_docs >= 1, source, "clara.train_docs", "must be >= 1")
-    _check(c.compression_rate >= 1, source, "clara.compression_rate", "must be >= 1")
-    _check(c.temperature >= 0, source, "clara.temperature", "must be >= 0")
+            check(name in s.difficulty_bins, source, f"data_sampling.curriculum[{i}].weights.{name}",
+                  f"names no bin of data_sampling.difficulty_bins ({', '.join(s.difficulty_bins)})")
+    check(cfg.checkpoint.save_total_limit >= 1, source, "checkpoint.save_total_limit", "must be >= 1")
+    for section in cfg.sections.values():  # each method checks its own section
+        if hasattr(section, "validate"):
+            section.validate(source)
 
 
 def config_to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+    """The config as plain data, sections at the top level (as a YAML file writes them)."""
+    data = dataclasses.asdict(cfg)
+    data.update(data.pop("sections"))
+    return data

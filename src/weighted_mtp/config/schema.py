@@ -1,18 +1,23 @@
-"""The typed config schema. Every key a YAML file may set is a field here, and every field is read
-somewhere: a key that is not here is an error (see `load.py`), so a typo can never silently fall
-back to a default. Key names follow the seeds' configs (`models.policy.*`, `dataset.*`,
-`data_sampling.*`, `training.*`, `checkpoint.*`, `runtime.*`, `mlflow.*`)."""
+"""The typed config schema every method shares. Every key a YAML file may set is a field here or
+in a method's registered config (`config/registry.py`: the `clara:` / `steper:` / `mtp_heads:`
+sections, the critic's and the weighting's `training.*` fields, `models.critic` /
+`models.reference`), and every field is read somewhere: any other key is an error (see
+`load.py`), so a typo can never silently fall back to a default. Key names follow the seeds'
+configs (`models.policy.*`, `dataset.*`, `data_sampling.*`, `training.*`, `checkpoint.*`,
+`runtime.*`, `mlflow.*`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Optional
+from dataclasses import dataclass, field, make_dataclass
+from typing import Any, Literal, Optional
+
+from weighted_mtp.config.registry import METHOD_FIELDS, SECTIONS
 
 
 @dataclass
 class ExperimentConfig:
     name: str = "default"
-    # The objective the one training loop runs (see `weighted_mtp.objectives.OBJECTIVES`).
+    # The objective the one training loop runs (registered in `weighted_mtp.config.registry.OBJECTIVES`).
     stage: str = "baseline"
     description: str = ""
     tags: list[str] = field(default_factory=list)
@@ -38,28 +43,11 @@ class PolicyModelConfig:
 
 
 @dataclass
-class CriticModelConfig:
-    # Stage critic: the backbone, a local HF causal-LM directory (an MTP export works: its trunk
-    # and head 1 are a plain HF model); None: the policy's path. Stage verifiable with
-    # critic_mode separate: a trained critic (the critic stage's `final/`), used frozen.
-    path: Optional[str] = None
-    dtype: Literal["float32", "bfloat16"] = "float32"
-
-
-@dataclass
-class ReferenceModelConfig:
-    # Rho-1 reference: a local HF causal-LM directory (an MTP export works: its head 1 is the
-    # next-token model). It must tokenize exactly like the policy (excess loss is per token).
-    # None: the batches must carry a precomputed `ref_ce` column (`wmtp data ref-ce`).
-    path: Optional[str] = None
-    dtype: Literal["float32", "bfloat16"] = "float32"
-
-
-@dataclass
 class ModelsConfig:
+    """`models:`: the policy every method trains. Methods add theirs (`models.critic`,
+    `models.reference`) through the registry (`with_method_fields`)."""
+
     policy: PolicyModelConfig = field(default_factory=PolicyModelConfig)
-    critic: CriticModelConfig = field(default_factory=CriticModelConfig)
-    reference: ReferenceModelConfig = field(default_factory=ReferenceModelConfig)
 
 
 @dataclass
@@ -156,37 +144,11 @@ class LoRAConfig:
 
 
 @dataclass
-class WeightingConfig:
-    # How each target token of the MTP loss is weighted (see `weighted_mtp.weighting`):
-    # uniform | critic (exp of the whitened GAE advantage) | rho1 (excess loss against a
-    # reference) | random_matched / shuffled (controls with the critic weights' statistics).
-    # combined (critic weight x rho1 weight, renormalised to mean 1 over the batch's response tokens).
-    scheme: Literal["uniform", "critic", "rho1", "random_matched", "shuffled", "combined"] = "uniform"
-    # Credit of token t from the critic's values (see `weighting.advantage`).
-    # value_delta: delta_t = V(s_t) - V(s_{t-1}), the pure value difference, unchanged when a
-    # constant is added to every value (a pairwise critic's level is arbitrary);
-    # terminal_reward: gamma V(s_t) - V(s_{t-1}) with R - V(s_{T-1}) on the last token, which
-    # mixes the 0/1 reward with the values, so it needs a critic whose values are probabilities.
-    critic_credit: Literal["value_delta", "terminal_reward"] = "value_delta"
-    # critic: w = clip(exp(A_hat / beta), min_weight, max_weight).
-    beta: float = 1.0
-    min_weight: float = 0.1
-    max_weight: float = 3.0
-    # Whiten advantages with running statistics that only training batches update.
-    whiten: bool = True
-    stats_momentum: float = 0.1
-    stats_warmup_steps: int = 10
-    # rho1: excess = CE_policy - CE_reference (signed) or its absolute value.
-    rho1_mode: Literal["signed", "absolute"] = "signed"
-    # topk: keep the top rho1_k_percent of response tokens of the batch (0/1 weights);
-    # soft: w = N * softmax(excess / rho1_temperature) over the batch's response tokens.
-    rho1_selection: Literal["topk", "soft"] = "topk"
-    rho1_k_percent: float = 0.7
-    rho1_temperature: float = 1.0
-
-
-@dataclass
 class TrainingConfig:
+    """The `training:` fields every method reads. Methods add their own under `training:`
+    (`register_objective(..., training=...)`: the critic's loss, the verifiable arm's critic
+    use, the weighting); `with_method_fields(TrainingConfig)` is this class with all of them."""
+
     n_epochs: float = 1.0
     # When set, overrides n_epochs.
     max_steps: Optional[int] = None
@@ -213,34 +175,28 @@ class TrainingConfig:
     eval_every: float = 0.25
     # Batch size for validation (defaults to batch_size).
     eval_batch_size: Optional[int] = None
-    # Critic training (stage: critic). pointwise: a loss per sample against is_correct;
-    # pairwise: Bradley-Terry on mean response values of (correct, incorrect) pairs of a problem.
-    loss_type: Literal["pointwise", "pairwise"] = "pointwise"
-    pointwise_loss: Literal["bce", "mse", "lambda_return"] = "bce"
-    pairwise_margin: float = 0.0
-    td_gamma: float = 1.0
-    td_lambda: float = 0.95
-    value_head_type: Literal["linear", "mlp"] = "mlp"
-    dropout: float = 0.0
-    # 0 with use_lora false: frozen backbone (hidden states detached), only the value head trains.
-    num_unfrozen_layers: int = 0
     # Critic: LoRA on the backbone. Policy stages: LoRA on the trunk and every MTP head, base frozen.
     use_lora: bool = False
     lora: LoRAConfig = field(default_factory=LoRAConfig)
-    # Weighted policy training (stages: verifiable, rho1).
-    weighting: WeightingConfig = field(default_factory=WeightingConfig)
-    # separate: the critic at models.critic.path (a critic stage export) scores tokens;
-    # shared: a value head on the policy trunk, trained jointly with the policy.
-    critic_mode: Literal["separate", "shared"] = "separate"
-    # separate critic: keep training its value head (backbone frozen) with the value and
-    # pairwise terms on stage-2 pairs; false: a fully frozen critic.
-    critic_trainable: bool = False
-    # total = policy + value_coef * value + aux_coef * pairwise (the last two only train a shared
-    # or critic_trainable critic; with a frozen critic they are logged).
-    value_coef: float = 0.5
-    use_pairwise: bool = False
-    aux_coef: float = 0.1
     objective_learning_rate: Optional[float] = None
+
+
+_COMPOSED: dict[tuple, type] = {}
+_ROOTS = {"training": TrainingConfig, "models": ModelsConfig}
+
+
+def with_method_fields(base: type) -> type:
+    """TrainingConfig / ModelsConfig plus every registered method's fields under that section, so
+    the keys YAML files write (`training.td_lambda`, `models.critic.path`) stay where they were
+    while the methods own them. Built once per set of registered field classes."""
+    root = next(name for name, cls in _ROOTS.items() if cls is base)
+    extra = tuple(METHOD_FIELDS[root])
+    if (base, extra) not in _COMPOSED:
+        # Bases in this order put the base's fields first, then each method's in registration order.
+        cls = make_dataclass(base.__name__, [], bases=(*reversed(extra), base))
+        cls.__doc__, cls.__module__ = base.__doc__, __name__
+        _COMPOSED[(base, extra)] = cls
+    return _COMPOSED[(base, extra)]
 
 
 @dataclass
@@ -283,61 +239,27 @@ class DistributedConfig:
 
 
 @dataclass
-class StepERConfig:
-    weighting: Literal["uncertainty", "uniform"] = "uncertainty"
-    init_log_var: float = 0.0
-    world_seed: int = 0
-
-
-@dataclass
-class ClaraSectionConfig:
-    base_model: str = "embedded:clara-base"
-    init_from: Optional[str] = None
-    doc_max_length: int = 64
-    question_max_length: int = 48
-    generator_max_length: int = 256
-    compression_rate: int = 16
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    mse_weight: float = 0.1
-    top_k: int = 1
-    temperature: float = 0.02
-    train_query_reasoner: bool = True
-    train_generator: bool = True
-    fresh_generator: bool = False
-    world_seed: int = 0
-    train_docs: int = 96
-    memory_norm: Literal["none", "standardize"] = "none"
-
-
-@dataclass
-class MTPHeadsConfig:
-    # Stage mtp_heads (heads 2..K of a frozen model). self: the model's own greedy
-    # continuations of the training prompts (self-distillation); data: the rows' responses.
-    source: Literal["self", "data"] = "self"
-    # How a row becomes a prompt: the tokenizer's chat template (instruct models) or Alpaca.
-    prompt_format: Literal["chat", "alpaca"] = "chat"
-    # source self: tokens generated per prompt (an EOS ends a continuation earlier).
-    max_new_tokens: int = 128
-    # Rows per generation / head-1 pass while building the cached training set.
-    generation_batch_size: int = 32
-    # Drafts, and the heads' training softmax, range over this many most frequent training
-    # targets (saved with the model; verification always uses the whole vocabulary). null: all.
-    draft_vocab_size: Optional[int] = 8192
-
-
-@dataclass
 class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
-    models: ModelsConfig = field(default_factory=ModelsConfig)
+    models: ModelsConfig = field(default_factory=lambda: with_method_fields(ModelsConfig)())
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     data_sampling: DataSamplingConfig = field(default_factory=DataSamplingConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    training: TrainingConfig = field(default_factory=lambda: with_method_fields(TrainingConfig)())
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     mlflow: MLflowConfig = field(default_factory=MLflowConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
-    steper: StepERConfig = field(default_factory=StepERConfig)
-    clara: ClaraSectionConfig = field(default_factory=ClaraSectionConfig)
-    mtp_heads: MTPHeadsConfig = field(default_factory=MTPHeadsConfig)
+    # The sections methods own (`clara`, `steper`, `mtp_heads`, ...: `config.registry.SECTIONS`),
+    # by name; read as attributes (`cfg.clara.top_k`), written to YAML at the top level.
+    sections: dict[str, Any] = field(default_factory=dict, metadata={"yaml": False})
+
+    def __post_init__(self):
+        for name, cls in SECTIONS.items():
+            if name not in self.sections:
+                self.sections[name] = cls()
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"config has no key or section '{name}'")

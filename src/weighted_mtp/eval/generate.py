@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from weighted_mtp.data.collate import pad_token_id, special_prefix
 from weighted_mtp.errors import WMTPError
+from weighted_mtp.models.mtp import MTPModel
 
 _CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 
@@ -90,8 +91,6 @@ class Generation:
 
 def causal_lm(model: nn.Module) -> nn.Module:
     """The HF causal LM to decode with: an MTPModel's head 1 (`.lm`), or the model itself."""
-    from weighted_mtp.models.mtp import MTPModel
-
     return model.lm if isinstance(model, MTPModel) else model
 
 

@@ -29,6 +29,7 @@ import ast
 import re
 from typing import Any
 
+from weighted_mtp.data.collate import special_prefix
 from weighted_mtp.errors import ConfigError
 
 CHAT_INSTRUCTION = ("Please provide a self-contained Python script that solves the following problem "
@@ -70,8 +71,6 @@ def chat_prompt(problem: str, tokenizer: Any) -> str:
 def _drop_template_bos(text: str, tokenizer: Any) -> str:
     """`generate` puts the tokenizer's own prefix (BOS) before every prompt; a template that
     writes BOS itself would otherwise give the model two."""
-    from weighted_mtp.data.collate import special_prefix
-
     bos = getattr(tokenizer, "bos_token", None)
     if bos and text.startswith(bos) and special_prefix(tokenizer):
         return text[len(bos):]

@@ -24,12 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from weighted_mtp.errors import ConfigError, WMTPError
+from weighted_mtp.eval.generate import GenerationConfig, generate_completions
 from weighted_mtp.eval.prompts import CHAT_STOP, has_chat_template
+from weighted_mtp.eval.sandbox import SandboxLimits
+from weighted_mtp.eval.score import score_samples
 from weighted_mtp.eval.speculative_eval import decide, load_mtp_model, speculative_completions
+from weighted_mtp.eval.tasks import build_prompt, load_benchmark
 from weighted_mtp.files import atomic_write_text
 from weighted_mtp.jsonl import write_jsonl
 from weighted_mtp.models.gguf_import import SMOLLM2_SPEC
-from weighted_mtp.models.load import STEPER_STUDENT_SPEC, load_tokenizer
+from weighted_mtp.models.load import STEPER_STUDENT_SPEC, load_causal_lm, load_tokenizer, resolve_model_path
 from weighted_mtp.models.micro import MICRO_SPEC
 from weighted_mtp.models.mtp import MTPModel
 
@@ -91,7 +95,6 @@ def resolve_checkpoint(spec: str | Path) -> tuple[Path, str | None]:
         if text not in MODEL_NAMES:
             raise ConfigError(f"wmtp eval: unknown model name {text!r}; known: {', '.join(MODEL_NAMES)} "
                               "(or give a model directory)")
-        from weighted_mtp.models.load import resolve_model_path
 
         return resolve_model_path(text), text
     path = Path(spec).expanduser()
@@ -116,8 +119,6 @@ def default_output_dir(checkpoint: Path, name: str | None = None) -> Path:
 def _load_model(checkpoint: Path):
     """Head 1 of an MTP export is a plain HF causal LM, so every checkpoint loads the same way;
     a LoRA export's adapters are merged on load (its HF files hold the base weights only)."""
-    from weighted_mtp.models.load import load_causal_lm, load_tokenizer
-
     if not (checkpoint / "config.json").is_file():
         raise WMTPError(f"{checkpoint}: not an HF model directory (no config.json)")
     model = load_causal_lm(checkpoint)
@@ -130,11 +131,6 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings, output_d
     """Generate, execute, score for every seed; returns the summary (also written to disk).
     `checkpoint`: a model directory or a model name (`embedded:smollm2`)."""
     import torch
-
-    from weighted_mtp.eval.generate import GenerationConfig, generate_completions
-    from weighted_mtp.eval.sandbox import SandboxLimits
-    from weighted_mtp.eval.score import score_samples
-    from weighted_mtp.eval.tasks import build_prompt, load_benchmark
 
     checkpoint, model_name = resolve_checkpoint(checkpoint)
     if settings.n < max(settings.ks):

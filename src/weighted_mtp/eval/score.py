@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from weighted_mtp.data.prepare import iter_json_lines
 from weighted_mtp.errors import ConfigError, DataError
 from weighted_mtp.eval.passk import pass_at_k
 from weighted_mtp.eval.sandbox import ExecutionResult, SandboxLimits, run_programs, sandbox_mode
@@ -102,8 +103,6 @@ def score_samples(samples: Sequence[dict[str, Any]], benchmark: Benchmark, *, ks
 
 def read_samples(path: str | Path) -> tuple[list[dict[str, Any]], list[int]]:
     """The samples of a .jsonl(.gz) file and the line each came from."""
-    from weighted_mtp.data.prepare import iter_json_lines
-
     samples, lines = [], []
     for line_no, obj in iter_json_lines(path):
         if not isinstance(obj, dict):

@@ -44,6 +44,7 @@ from weighted_mtp.errors import WMTPError
 from weighted_mtp.eval.generate import causal_lm
 from weighted_mtp.eval.sequential_drafter import SequentialDrafter
 from weighted_mtp.models.hf_layout import find_layout
+from weighted_mtp.models.mtp import MTPModel
 
 
 @dataclass
@@ -213,8 +214,6 @@ def self_speculative_greedy(model, input_ids: Tensor, max_new_tokens: int,
     model's own ``draft_vocab`` (None: the whole vocabulary). ``should_stop(tokens)``, asked
     after every pass, ends the decode early (e.g. a stop sequence appeared); the tokens then
     run a few past where a token-by-token check would have stopped, never fewer."""
-    from weighted_mtp.models.mtp import MTPModel
-
     if not isinstance(model, MTPModel):
         raise WMTPError(f"self-speculative decoding needs an MTPModel, got {type(model).__name__}")
     if model.n_future_tokens < 2:

@@ -33,7 +33,8 @@ from weighted_mtp.eval.generate import (
     eos_token_ids,
 )
 from weighted_mtp.eval.speculative import greedy_decode, self_speculative_greedy
-from weighted_mtp.models.mtp import MTP_CONFIG_FILE
+from weighted_mtp.models.load import saved_dtype
+from weighted_mtp.models.mtp import MTPModel, MTP_CONFIG_FILE
 
 SPECULATIVE_MODES = ("auto", "on", "off")
 
@@ -67,9 +68,6 @@ def decide(mode: str, temperature: float, checkpoint: Path | None) -> tuple[bool
 
 def load_mtp_model(checkpoint: Path):
     """The MTP model of an export, LoRA merged, in eval mode."""
-    from weighted_mtp.models.load import saved_dtype
-    from weighted_mtp.models.mtp import MTPModel
-
     model = MTPModel.from_pretrained(checkpoint, dtype=torch.float32)
     model.merge_lora()
     return model.to(saved_dtype(checkpoint)).eval()

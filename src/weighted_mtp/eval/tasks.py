@@ -27,6 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from weighted_mtp.cache import embedded_data_dir
+from weighted_mtp.data.collate import format_prompt
+from weighted_mtp.data.embedded.build import build_embedded_dataset
+from weighted_mtp.data.prepare import CC_PYTHON3, _Row, iter_json_lines, mbpp_function_name
+from weighted_mtp.data.records import Record
 from weighted_mtp.errors import ConfigError, DataError
 from weighted_mtp.eval.prompts import chat_prompt, chat_solution
 
@@ -103,18 +108,13 @@ def _humaneval(path: str | Path | None) -> tuple[list[CodeTask], str]:
 
 def _default_embedded_dir() -> Path:
     """The dataset the default config trains on (dataset.embedded: seed 0, 2000 problems), built
-    if missing, as `training.data_feed.resolve_data_path` does."""
-    from weighted_mtp.data.embedded import build_embedded_dataset
-    from weighted_mtp.models.micro import embedded_data_dir
-
+    if missing, as `data.sources.resolve_data_path` does."""
     out = embedded_data_dir(0, 2000)
     build_embedded_dataset(out, seed=0, n_problems=2000)
     return out
 
 
 def _embedded(split: str, embedded_dir: str | Path | None) -> tuple[list[CodeTask], str]:
-    from weighted_mtp.data.prepare import _Row, iter_json_lines
-
     if split not in ("valid", "test"):
         raise ConfigError(f"--split must be valid or test for the embedded benchmark, got {split!r}")
     out = Path(embedded_dir) if embedded_dir is not None else _default_embedded_dir()
@@ -138,8 +138,6 @@ def _embedded(split: str, embedded_dir: str | Path | None) -> tuple[list[CodeTas
 
 
 def _mbpp(path: Path) -> list[CodeTask]:
-    from weighted_mtp.data.prepare import _Row, iter_json_lines, mbpp_function_name
-
     tasks = []
     for line_no, obj in iter_json_lines(path):
         row = _Row(obj, path, line_no)
@@ -169,8 +167,6 @@ def _cc_tests(row: Any, field: str) -> list[tuple[str, str]]:
 
 
 def _codecontests(path: Path) -> list[CodeTask]:
-    from weighted_mtp.data.prepare import CC_PYTHON3, _Row, iter_json_lines
-
     tasks = []
     for line_no, obj in iter_json_lines(path):
         row = _Row(obj, path, line_no)
@@ -210,9 +206,6 @@ def build_prompt(task: CodeTask, prompt_format: str, tokenizer: Any = None) -> s
             problem += "\n\nThe program reads standard input and writes standard output."
         return chat_prompt(problem, tokenizer)
     if prompt_format == "alpaca":
-        from weighted_mtp.data.collate import format_prompt
-        from weighted_mtp.data.records import Record
-
         return format_prompt(Record(instruction=task.instruction, input=task.code_prompt, output="",
                                     task_id=task.task_id, is_correct=True, problem_id=task.task_id, difficulty=0))
     if task.code_prompt:

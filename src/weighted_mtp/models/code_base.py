@@ -29,8 +29,9 @@ from typing import Callable
 
 import torch
 
+from weighted_mtp.cache import cache_root, embedded_data_dir
 from weighted_mtp.data.collate import ALPACA_PROMPT
-from weighted_mtp.data.embedded import build_embedded_dataset
+from weighted_mtp.data.embedded.build import build_embedded_dataset
 from weighted_mtp.files import building_dir
 from weighted_mtp.models.code_corpus import (
     extra_problem_documents,
@@ -41,7 +42,7 @@ from weighted_mtp.models.code_corpus import (
     train_split_documents,
 )
 from weighted_mtp.models.compile import can_compile, use_math_attention
-from weighted_mtp.models.micro import BOS, EOS, PAD, cache_root, embedded_data_dir
+from weighted_mtp.models.micro import BOS, EOS, PAD
 from weighted_mtp.models.pretrained_heads import save_pretrained_heads, warm_up_heads
 
 CODE_BASE_SPEC = "embedded:micro-code"

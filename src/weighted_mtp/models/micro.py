@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
+from weighted_mtp.cache import cache_root, embedded_data_dir
+from weighted_mtp.data.embedded.build import build_embedded_dataset, corpus_texts
 from weighted_mtp.files import building_cache_dir
 
 MICRO_SPEC = "embedded:micro-llama"
@@ -29,11 +30,6 @@ MICRO_LLAMA = dict(
     rope_theta=10000.0,
     tie_word_embeddings=True,
 )
-
-
-def cache_root() -> Path:
-    """`$WMTP_CACHE`, else `~/.cache/weighted_mtp`."""
-    return Path(os.environ.get("WMTP_CACHE") or Path.home() / ".cache" / "weighted_mtp")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int):
@@ -82,8 +78,6 @@ def _build(out_dir: Path, texts: Iterable[str], seed: int, vocab_size: int, arch
 def ensure_micro_model(seed: int = 0, vocab_size: int = 4096, data_seed: int = 0, n_problems: int = 2000) -> Path:
     """Returns the cached micro model directory, building it (and the embedded data it trains its
     tokenizer on) if missing."""
-    from weighted_mtp.data.embedded import build_embedded_dataset, corpus_texts
-
     data_dir = embedded_data_dir(data_seed, n_problems)
     build_embedded_dataset(data_dir, seed=data_seed, n_problems=n_problems)
     key = {"v": MICRO_VERSION, "arch": MICRO_LLAMA, "seed": seed, "vocab": vocab_size,
@@ -102,7 +96,3 @@ def ensure_built_model(name: str, key: dict, texts, seed: int, vocab_size: int, 
     with building_cache_dir(out, lambda d: (d / "config.json").is_file()) as tmp:
         _build(tmp, texts(), seed, vocab_size, arch)
     return out
-
-
-def embedded_data_dir(seed: int, n_problems: int) -> Path:
-    return cache_root() / "data" / f"embedded-seed{seed}-n{n_problems}"

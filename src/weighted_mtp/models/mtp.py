@@ -28,7 +28,10 @@ from torch import Tensor, nn
 
 from weighted_mtp.errors import WMTPError
 from weighted_mtp.models.hf_layout import find_layout
-from weighted_mtp.models.sequential_heads import HEAD_TYPES, build_sequential_heads, run_sequential_heads
+from weighted_mtp.models.lora import (LORA_CONFIG_FILE, add_policy_lora, base_layers, load_policy_lora, merge_adapters,
+                                      save_policy_lora)
+from weighted_mtp.models.sequential_heads import (HEAD_TYPES, block_call_arguments, build_sequential_heads,
+                                                  run_sequential_heads)
 from weighted_mtp.models.transformers_mtp import (
     checkpoint_has_mtp_weights,
     native_head_state,
@@ -37,6 +40,7 @@ from weighted_mtp.models.transformers_mtp import (
     transformers_can_load,
     write_native_heads,
 )
+from weighted_mtp.models.value_head import ValueHead
 
 HEADS_FILE = "mtp_heads.safetensors"
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -150,7 +154,6 @@ class MTPModel(nn.Module):
         head-1 state."""
         if self.head_type != "sequential":
             raise WMTPError("sequential_from_head1 needs sequential heads (models.policy.head_type: sequential)")
-        from weighted_mtp.models.sequential_heads import block_call_arguments
 
         args, kwargs = block_call_arguments(self.lm, input_ids, attention_mask)
         if args:
@@ -164,8 +167,6 @@ class MTPModel(nn.Module):
     def attach_value_head(self, head_type: str = "mlp", dropout: float = 0.0) -> None:
         """A value head on the policy trunk: it reads the trunk hidden state (through the shared
         final norm), so the value loss trains the trunk and this head but no policy head."""
-        from weighted_mtp.models.value_head import ValueHead
-
         self.value_head = ValueHead(self.hidden_size, head_type, dropout).to(self.unembedding.weight.device)
 
     def values(self, out: MTPOutput) -> Tensor:
@@ -184,14 +185,10 @@ class MTPModel(nn.Module):
         """peft LoRA adapters on the trunk's and every head's block projections (`lora`: peft's
         r / lora_alpha / lora_dropout / target_modules, None = every attention and MLP projection).
         Base weights, embeddings and the unembedding freeze; a value head stays trainable."""
-        from weighted_mtp.models.lora import add_policy_lora
-
         self.lora = add_policy_lora(self, lora)
 
     def merge_lora(self) -> None:
         """Folds the adapters into the base weights: a plain MTP model again, all of it trainable."""
-        from weighted_mtp.models.lora import merge_adapters
-
         if self.lora is None:
             return
         merge_adapters(self)
@@ -208,8 +205,6 @@ class MTPModel(nn.Module):
         transformers' `generate(..., use_mtp=True)` drafts with them. With LoRA, the files hold
         the base weights and the adapters go to their own files (`models.lora`); `wmtp export
         --merge` folds them in for tools that only read the HF files."""
-        from weighted_mtp.models.lora import LORA_CONFIG_FILE, base_layers, save_policy_lora
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         native, why_not = None, "parallel heads" if self.head_type == "parallel" else None
@@ -261,8 +256,6 @@ class MTPModel(nn.Module):
         whose family stores MTP layers (GLM-4.5, DeepSeek-V3, ...) are read from it. Asking for
         a different K or head type than a saved model has is an error."""
         from transformers import AutoModelForCausalLM
-
-        from weighted_mtp.models.lora import LORA_CONFIG_FILE, load_policy_lora
 
         directory = Path(directory)
         if not (directory / "config.json").is_file():
@@ -330,8 +323,6 @@ class MTPModel(nn.Module):
         return model
 
     def _load_value_head(self, path: Path, config: dict) -> None:
-        from weighted_mtp.models.value_head import ValueHead
-
         try:
             head = ValueHead(**config)
             head.load_state_dict(load_file(path))

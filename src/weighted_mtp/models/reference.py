@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from weighted_mtp.errors import ConfigError, WMTPError
 from weighted_mtp.losses.token_ce import next_token_cross_entropy
 from weighted_mtp.models.hf_layout import find_layout
+from weighted_mtp.models.load import load_causal_lm
 
 
 class ReferenceModel:
@@ -32,8 +33,6 @@ class ReferenceModel:
 
     @classmethod
     def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> "ReferenceModel":
-        from weighted_mtp.models.load import load_causal_lm
-
         path = Path(path).expanduser()
         if not (path / "config.json").is_file():
             raise WMTPError(

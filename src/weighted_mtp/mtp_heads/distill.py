@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from weighted_mtp.errors import WMTPError
+from weighted_mtp.models.hf_layout import find_layout
 
 SET_VERSION = 1
 
@@ -127,8 +128,6 @@ def teacher_forced(lm: nn.Module, rows: list[tuple[list[int], int]], pad_id: int
                    say: Callable[[str], None] = lambda _: None) -> list[DistillItem]:
     """Head 1's states over given token rows (prompt + response, prompt length), one forward
     pass per right-padded batch."""
-    from weighted_mtp.models.hf_layout import find_layout
-
     backbone = find_layout(lm).backbone
     device = next(lm.parameters()).device
     items: list[DistillItem] = []

@@ -1,5 +1,7 @@
-"""Objectives by name. `experiment.stage` in a config picks one; a plain dict, no registry."""
+"""The built-in objectives. Importing this package registers each one under its stage names in
+`weighted_mtp.config.registry.OBJECTIVES` (re-exported here); `experiment.stage` picks one."""
 
+from weighted_mtp.config.registry import OBJECTIVES, register_objective
 from weighted_mtp.objectives.base import Objective, ObjectiveOutput
 from weighted_mtp.objectives.baseline import BaselineObjective
 from weighted_mtp.objectives.clara import ClaraObjective
@@ -9,16 +11,5 @@ from weighted_mtp.objectives.rho1 import Rho1Objective
 from weighted_mtp.objectives.steper import StepERObjective
 from weighted_mtp.objectives.verifiable import VerifiableObjective
 
-OBJECTIVES = {
-    "baseline": BaselineObjective,
-    "critic": CriticObjective,
-    "verifiable": VerifiableObjective,
-    "rho1": Rho1Objective,
-    "steper": StepERObjective,
-    "mtp_heads": MTPHeadsObjective,
-    "clara_stage1": ClaraObjective,
-    "clara_stage2": ClaraObjective,
-    "clara_stage3": ClaraObjective,
-}
-
-__all__ = ["OBJECTIVES", "Objective", "ObjectiveOutput"]
+__all__ = ["OBJECTIVES", "BaselineObjective", "ClaraObjective", "CriticObjective", "MTPHeadsObjective", "Objective",
+           "ObjectiveOutput", "Rho1Objective", "StepERObjective", "VerifiableObjective", "register_objective"]

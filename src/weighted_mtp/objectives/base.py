@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from torch import Tensor, nn
 
 from weighted_mtp.config.schema import Config
+from weighted_mtp.data.collate import PairwiseCollator, SFTCollator
 from weighted_mtp.errors import ConfigError
 from weighted_mtp.models.load import DTYPES, load_policy
 from weighted_mtp.models.mtp import MTPModel
@@ -46,6 +47,14 @@ class Objective(Protocol):
     # labels, "pairwise" batches pos_* / neg_* (a correct and an incorrect solution of a problem).
     batch_kind: str
     val_batch_kind: str
+    # What the loss is a mean over, for combining processes' losses exactly: "tokens", "rows" or
+    # "policy_tokens" (see `training.distributed.loss_units`); None: by batch kind.
+    loss_units: str | None
+    # True: the objective reads its own data (`load_items`) instead of the processed Record files.
+    own_data: bool
+    # True: the objective weights target tokens and returns them (`ObjectiveOutput.token_weights`),
+    # so reports draw them.
+    applies_token_weights: bool
 
     def build_model(self) -> tuple[nn.Module, Any, Path]:
         """(model, tokenizer, where the model came from) for a fresh run."""
@@ -76,23 +85,33 @@ class Objective(Protocol):
 
     def load_state_dict(self, state: dict) -> None: ...
 
-
-class OwnDataObjective(Protocol):
-    """Optional hooks for an objective whose data is not the processed Record schema (CLaRa's
-    JSONL formats): the loop then shuffles and batches its items and lets it collate them."""
-
     def load_items(self, which: str) -> tuple[Path, list]:
-        """(source file, items) of "train" or "validation"; errors name the file and line."""
+        """With `own_data`: (source file, items) of "train" or "validation" (CLaRa's JSONL formats);
+        the loop shuffles and batches them. Errors name the file and line."""
         ...
 
     def make_collator(self, tokenizer, which: str):
-        """items -> batch dict of tensors (keys ending in `attention_mask` are counted as tokens)."""
+        """items of `which` ("train" / "validation") -> batch dict of tensors (keys ending in
+        `attention_mask` are counted as tokens)."""
         ...
 
 
 class ObjectiveDefaults:
-    """The parts of the contract most objectives leave empty: no split-level metrics, no
-    parameters or extra models of their own, no state."""
+    """The parts of the contract most objectives leave as they are: Record data collated by batch
+    kind, no split-level metrics, no parameters or extra models of their own, no state. An
+    objective keeps its config as `self.cfg`."""
+
+    loss_units: str | None = None
+    own_data = False
+    applies_token_weights = False
+
+    def load_items(self, which: str) -> tuple[Path, list]:
+        raise NotImplementedError(f"{type(self).__name__} reads Record files (own_data is false)")
+
+    def make_collator(self, tokenizer, which: str):
+        kind = self.batch_kind if which == "train" else self.val_batch_kind
+        cls = PairwiseCollator if kind == "pairwise" else SFTCollator
+        return cls(tokenizer, self.cfg.dataset.max_length, self.cfg.dataset.pad_to_multiple_of)
 
     def validation_metrics(self, samples: dict[str, Tensor], reference: dict[str, Tensor] | None) -> dict[str, float]:
         return {}

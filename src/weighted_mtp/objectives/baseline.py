@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from weighted_mtp.config.registry import register_objective
 from weighted_mtp.losses.mtp_loss import mtp_cross_entropy
 from weighted_mtp.models.mtp import MTPModel
 from weighted_mtp.objectives.base import ObjectiveOutput, PolicyArmObjective, policy_rows
@@ -20,6 +21,7 @@ def mtp_output_metrics(result, prefix: str = "") -> tuple[dict, dict]:
     return metrics, sums
 
 
+@register_objective("baseline")
 class BaselineObjective(PolicyArmObjective):
     def __call__(self, model: MTPModel, batch: dict[str, Any], *, training: bool) -> ObjectiveOutput:
         batch = policy_rows(batch)

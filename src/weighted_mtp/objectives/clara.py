@@ -13,32 +13,65 @@ stage 3 (end to end): the compressor is frozen (its pass runs under no_grad); th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 
+from weighted_mtp.clara.data import read_stage
+from weighted_mtp.clara.model import ClaraConfig, ClaraModel
 from weighted_mtp.clara.resources import resolve_base_model, resolve_clara_data
+from weighted_mtp.clara.tokens import INSTRUCTIONS, clara_tokens, encode_generator, encode_texts
+from weighted_mtp.clara.topk import differentiable_topk, select, topk_indices
+from weighted_mtp.config.load import check
+from weighted_mtp.config.registry import OBJECTIVES, register_objective
 from weighted_mtp.config.schema import Config
 from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.errors import ConfigError, DataError, WMTPError
 from weighted_mtp.objectives.base import ObjectiveDefaults, ObjectiveOutput
 
-INSTRUCTIONS = {
-    "qa": "Generate questions that cover the key information of the background and answer them.",
-    "paraphrase": "Paraphrase the background information.",
-    "answer": "Answer the question as briefly as possible using the background.",
-}
+
+@dataclass
+class ClaraSectionConfig:
+    """The `clara:` config section (every CLaRa stage reads it)."""
+
+    base_model: str = "embedded:clara-base"
+    init_from: Optional[str] = None
+    doc_max_length: int = 64
+    question_max_length: int = 48
+    generator_max_length: int = 256
+    compression_rate: int = 16
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    mse_weight: float = 0.1
+    top_k: int = 1
+    temperature: float = 0.02
+    train_query_reasoner: bool = True
+    train_generator: bool = True
+    fresh_generator: bool = False
+    world_seed: int = 0
+    train_docs: int = 96
+    memory_norm: Literal["none", "standardize"] = "none"
+
+    def validate(self, source: str) -> None:
+        check(self.top_k >= 1, source, "clara.top_k", "must be >= 1")
+        check(self.train_docs >= 1, source, "clara.train_docs", "must be >= 1")
+        check(self.compression_rate >= 1, source, "clara.compression_rate", "must be >= 1")
+        check(self.temperature >= 0, source, "clara.temperature", "must be >= 0")
 
 
 class ClaraObjective(ObjectiveDefaults):
     batch_kind = "clara"
     val_batch_kind = "clara"
+    own_data = True  # CLaRa's stage JSONL files, not Record rows
+    stage: int  # 1, 2 or 3, declared by the class registered for each stage (below)
 
     def __init__(self, cfg: Config):
         self.cfg, self.c = cfg, cfg.clara
-        self.stage = int(cfg.experiment.stage.rsplit("stage", 1)[1])
+        self.stage = OBJECTIVES[cfg.experiment.stage].stage  # the registry knows each stage's number
         self.model_cfg = None  # the built or loaded model's ClaraConfig: its shapes rule the batches
 
     # ---- model -------------------------------------------------------------------------------
@@ -53,8 +86,6 @@ class ClaraObjective(ObjectiveDefaults):
         return {"compressor", "generator"}, True
 
     def build_model(self):
-        from weighted_mtp.clara.model import ClaraConfig, ClaraModel
-
         if self.c.init_from:
             source = Path(self.c.init_from)
             model = ClaraModel.from_pretrained(source)
@@ -79,16 +110,12 @@ class ClaraObjective(ObjectiveDefaults):
     def _calibrate(self, model, n_docs: int = 32) -> None:
         """memory_norm standardize: statistics of the fresh compressor's memory of the first
         `n_docs` distinct training documents."""
-        from weighted_mtp.clara.tokens import encode_texts
-
         _, items = self.load_items("train")
         docs = list(dict.fromkeys(d for x in items for d in ((x.doc,) if self.stage == 1 else x.docs)))[:n_docs]
         enc = encode_texts(model.tokenizer, docs, model.cfg.doc_max_length, model.tokens)
         model.calibrate_memory(enc["input_ids"], enc["attention_mask"])
 
     def load_model(self, directory: Path):
-        from weighted_mtp.clara.model import ClaraModel
-
         model = ClaraModel.from_pretrained(directory)
         model.set_trainable(*self._trainable())
         self.model_cfg = model.cfg
@@ -97,8 +124,6 @@ class ClaraObjective(ObjectiveDefaults):
     # ---- data --------------------------------------------------------------------------------
 
     def load_items(self, which: str) -> tuple[Path, list]:
-        from weighted_mtp.clara.data import read_stage
-
         key = "dataset.train" if which == "train" else "dataset.validation"
         path = resolve_clara_data(getattr(self.cfg.dataset, "train" if which == "train" else "validation"),
                                   self.stage, which, self.cfg, key)
@@ -143,8 +168,6 @@ class ClaraObjective(ObjectiveDefaults):
         return self._stage3(model, batch, gen, n_targets)
 
     def _stage3(self, model, batch, gen, n_targets) -> ObjectiveOutput:
-        from weighted_mtp.clara.topk import differentiable_topk, select, topk_indices
-
         B, D = batch["n_rows"], batch["n_docs"]
         with torch.no_grad():  # the compressor is frozen: no gradient can reach it
             memory = model.compress(batch["doc_input_ids"], batch["doc_attention_mask"]).memory
@@ -166,6 +189,21 @@ class ClaraObjective(ObjectiveDefaults):
                 f"recall_at_{self.c.top_k}": (hitk.float().sum(), n_gold)}
         return ObjectiveOutput(loss=ce, metrics=metrics, sums=sums)
 
+@register_objective("clara_stage1", section=("clara", ClaraSectionConfig))
+class ClaraStage1Objective(ClaraObjective):
+    stage = 1
+
+
+@register_objective("clara_stage2", section=("clara", ClaraSectionConfig))
+class ClaraStage2Objective(ClaraObjective):
+    stage = 2
+
+
+@register_objective("clara_stage3", section=("clara", ClaraSectionConfig))
+class ClaraStage3Objective(ClaraObjective):
+    stage = 3
+
+
 class ClaraCollator:
     """Items of one stage -> tensors: the documents for the compressor (fixed width, left padded),
     the question for the query reasoner (stage 3) and the generator prompt with k x l memory
@@ -173,14 +211,10 @@ class ClaraCollator:
     that continues a model (clara.init_from) keeps the compression rate it was trained with."""
 
     def __init__(self, tokenizer, stage: int, c, model_cfg):
-        from weighted_mtp.clara.tokens import clara_tokens
-
         self.tokenizer, self.stage, self.c, self.shape = tokenizer, stage, c, model_cfg
         self.tokens = clara_tokens(tokenizer, model_cfg.n_mem)
 
     def __call__(self, items: list) -> dict[str, Any]:
-        from weighted_mtp.clara.tokens import encode_generator, encode_texts
-
         tok, c = self.tokenizer, self.c
         if self.stage == 1:
             docs = [x.doc for x in items]

@@ -10,23 +10,60 @@ the instruction is the same on both sides, so it cannot be memorised. Validation
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import torch
 from torch import Tensor
 
+from weighted_mtp.config.registry import register_objective
 from weighted_mtp.config.schema import Config
 from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.losses.critic_losses import bradley_terry_loss, pairwise_stats, pointwise_loss
 from weighted_mtp.metrics.critic_metrics import class_means, f1_at_threshold, position_correlation, roc_auc, spikiness
 from weighted_mtp.models.critic import CriticModel
-from weighted_mtp.models.lora import lora_options
 from weighted_mtp.models.load import DTYPES, load_tokenizer, resolve_model_path
+from weighted_mtp.models.lora import lora_options
 from weighted_mtp.objectives.base import ObjectiveOutput, PolicyObjective
 from weighted_mtp.rl.returns import lambda_returns, sequence_mean
 
 
+@dataclass
+class CriticModelConfig:
+    # Stage critic: the backbone, a local HF causal-LM directory (an MTP export works: its trunk
+    # and head 1 are a plain HF model); None: the policy's path. Stage verifiable with
+    # critic_mode separate: a trained critic (the critic stage's `final/`), used frozen.
+    path: Optional[str] = None
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+@dataclass
+class CriticModelFields:
+    """`models.critic`: the critic's backbone (stage critic) or the trained critic (verifiable)."""
+
+    critic: CriticModelConfig = field(default_factory=CriticModelConfig)
+
+
+@dataclass
+class CriticTrainingFields:
+    """The critic's `training.*` fields (its loss and value head); the verifiable arm reads them
+    too for the critic it trains or uses."""
+
+    # Critic training (stage: critic). pointwise: a loss per sample against is_correct;
+    # pairwise: Bradley-Terry on mean response values of (correct, incorrect) pairs of a problem.
+    loss_type: Literal["pointwise", "pairwise"] = "pointwise"
+    pointwise_loss: Literal["bce", "mse", "lambda_return"] = "bce"
+    pairwise_margin: float = 0.0
+    td_gamma: float = 1.0
+    td_lambda: float = 0.95
+    value_head_type: Literal["linear", "mlp"] = "mlp"
+    dropout: float = 0.0
+    # 0 with use_lora false: frozen backbone (hidden states detached), only the value head trains.
+    num_unfrozen_layers: int = 0
+
+
+@register_objective("critic", training=(CriticTrainingFields,), models=(CriticModelFields,))
 class CriticObjective(PolicyObjective):
     val_batch_kind = "pairwise"
     loss_units = "rows"  # both losses are means over sequences (or pairs): ranks combine by rows

@@ -18,15 +18,24 @@ teacher-forced draft would have.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import torch
 from torch import Tensor
 
+from weighted_mtp.cache import cache_root
+from weighted_mtp.config.load import check
+from weighted_mtp.config.registry import register_objective
 from weighted_mtp.config.schema import Config
 from weighted_mtp.constants import IGNORE_INDEX
+from weighted_mtp.data.collate import format_prompt
+from weighted_mtp.data.records import iter_records
+from weighted_mtp.data.sources import resolve_data_path
 from weighted_mtp.errors import ConfigError, DataError
+from weighted_mtp.eval.generate import eos_token_ids
+from weighted_mtp.eval.prompts import chat_prompt
 from weighted_mtp.losses.mtp_loss import mtp_cross_entropy
 from weighted_mtp.models.load import DTYPES, load_causal_lm, load_policy, load_tokenizer, resolve_model_path
 from weighted_mtp.models.mtp import MTPModel
@@ -42,19 +51,42 @@ from weighted_mtp.mtp_heads.distill import (
 from weighted_mtp.objectives.base import ObjectiveDefaults, ObjectiveOutput
 
 
+@dataclass
+class MTPHeadsConfig:
+    """The `mtp_heads:` config section."""
+
+    # Stage mtp_heads (heads 2..K of a frozen model). self: the model's own greedy
+    # continuations of the training prompts (self-distillation); data: the rows' responses.
+    source: Literal["self", "data"] = "self"
+    # How a row becomes a prompt: the tokenizer's chat template (instruct models) or Alpaca.
+    prompt_format: Literal["chat", "alpaca"] = "chat"
+    # source self: tokens generated per prompt (an EOS ends a continuation earlier).
+    max_new_tokens: int = 128
+    # Rows per generation / head-1 pass while building the cached training set.
+    generation_batch_size: int = 32
+    # Drafts, and the heads' training softmax, range over this many most frequent training
+    # targets (saved with the model; verification always uses the whole vocabulary). null: all.
+    draft_vocab_size: Optional[int] = 8192
+
+    def validate(self, source: str) -> None:
+        check(self.max_new_tokens >= 1, source, "mtp_heads.max_new_tokens", "must be >= 1")
+        check(self.generation_batch_size >= 1, source, "mtp_heads.generation_batch_size", "must be >= 1")
+        check(self.draft_vocab_size is None or self.draft_vocab_size >= 1, source, "mtp_heads.draft_vocab_size",
+              "must be >= 1 or null")
+
+
 def _prompt_text(record, prompt_format: str, tokenizer) -> str:
     if prompt_format == "chat":
-        from weighted_mtp.eval.prompts import chat_prompt
-
         return chat_prompt(record.instruction + (f"\n\n{record.input}" if record.input.strip() else ""), tokenizer)
-    from weighted_mtp.data.collate import format_prompt
 
     return format_prompt(record)
 
 
+@register_objective("mtp_heads", section=("mtp_heads", MTPHeadsConfig))
 class MTPHeadsObjective(ObjectiveDefaults):
     batch_kind = "mtp_heads"
     val_batch_kind = "mtp_heads"
+    own_data = True  # cached head-1 states of the frozen model, built from the Record rows
 
     def __init__(self, cfg: Config):
         self.cfg, self.h = cfg, cfg.mtp_heads
@@ -99,10 +131,6 @@ class MTPHeadsObjective(ObjectiveDefaults):
     # ---- data --------------------------------------------------------------------------------
 
     def load_items(self, which: str) -> tuple[Path, list[DistillItem]]:
-        from weighted_mtp.data.records import iter_records
-        from weighted_mtp.models.micro import cache_root
-        from weighted_mtp.training.data_feed import resolve_data_path
-
         key = "dataset.train" if which == "train" else "dataset.validation"
         source = resolve_data_path(getattr(self.cfg.dataset, "train" if which == "train" else "validation"),
                                    self.cfg, key)
@@ -130,8 +158,6 @@ class MTPHeadsObjective(ObjectiveDefaults):
         return path, items
 
     def _build(self, lm, tokenizer, texts: list[tuple[str, str]]) -> list[DistillItem]:
-        from weighted_mtp.eval.generate import eos_token_ids
-
         def say(msg: str) -> None:
             print(f"mtp_heads data: {msg}", flush=True)
 

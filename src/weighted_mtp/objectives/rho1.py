@@ -16,8 +16,10 @@ model at all, so the loop holds one model."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
 
+from weighted_mtp.config.registry import register_objective
 from weighted_mtp.config.schema import Config
 from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.errors import ConfigError
@@ -28,6 +30,7 @@ from weighted_mtp.objectives.base import ObjectiveOutput, PolicyArmObjective, To
 from weighted_mtp.objectives.reference_ce import ReferenceCE
 from weighted_mtp.objectives.weighted import policy_metrics, weighted_policy_loss
 from weighted_mtp.weighting import WEIGHTINGS, WeightingContext, WeightingInputs
+from weighted_mtp.weighting.config import WeightingFields
 
 
 def head1_ce(model: MTPModel, head_hidden, labels, chunk_size: int):
@@ -37,7 +40,26 @@ def head1_ce(model: MTPModel, head_hidden, labels, chunk_size: int):
                                     bias=getattr(model.unembedding, "bias", None), chunk_size=chunk_size)
 
 
+@dataclass
+class ReferenceModelConfig:
+    # Rho-1 reference: a local HF causal-LM directory (an MTP export works: its head 1 is the
+    # next-token model). It must tokenize exactly like the policy (excess loss is per token).
+    # None: the batches must carry a precomputed `ref_ce` column (`wmtp data ref-ce`).
+    path: Optional[str] = None
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+@dataclass
+class ReferenceModelFields:
+    """`models.reference`: Rho-1's reference model (also the combined scheme's)."""
+
+    reference: ReferenceModelConfig = field(default_factory=ReferenceModelConfig)
+
+
+@register_objective("rho1", training=(WeightingFields,), models=(ReferenceModelFields,))
 class Rho1Objective(PolicyArmObjective):
+    applies_token_weights = True
+
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         self.w = cfg.training.weighting

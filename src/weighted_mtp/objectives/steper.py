@@ -8,11 +8,13 @@ Vanilla-KD is not a separate objective: it is `baseline` on final-step rows only
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from weighted_mtp.config.registry import register_objective
 from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.data.records import STEP_TASKS
 from weighted_mtp.losses.mtp_loss import mtp_cross_entropy
@@ -21,6 +23,16 @@ from weighted_mtp.models.mtp import MTPModel
 from weighted_mtp.objectives.base import ObjectiveOutput, PolicyObjective
 
 
+@dataclass
+class StepERConfig:
+    """The `steper:` config section: how the step losses combine, and the embedded world's seed."""
+
+    weighting: Literal["uncertainty", "uniform"] = "uncertainty"
+    init_log_var: float = 0.0
+    world_seed: int = 0
+
+
+@register_objective("steper", section=("steper", StepERConfig))
 class StepERObjective(PolicyObjective):
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -26,12 +26,14 @@ the whitening statistics or the training random stream."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from weighted_mtp.config.registry import register_objective
 from weighted_mtp.config.schema import Config
 from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.errors import ConfigError
@@ -41,11 +43,14 @@ from weighted_mtp.models.load import load_policy, load_tokenizer
 from weighted_mtp.models.mtp import MTPModel
 from weighted_mtp.models.reference import check_same_tokenizer
 from weighted_mtp.objectives.base import ObjectiveOutput, PolicyArmObjective, TokenWeights
+from weighted_mtp.objectives.critic import CriticModelFields, CriticTrainingFields
+from weighted_mtp.objectives.rho1 import ReferenceModelFields
 from weighted_mtp.objectives.reference_ce import ReferenceCE
 from weighted_mtp.objectives.rho1 import head1_ce
 from weighted_mtp.objectives.weighted import policy_metrics, weighted_policy_loss
 from weighted_mtp.rl.returns import lambda_returns, sequence_mean
 from weighted_mtp.weighting import WEIGHTINGS, RunningMoments, WeightingContext, WeightingInputs
+from weighted_mtp.weighting.config import WeightingFields
 
 CRITIC_SCHEMES = ("critic", "random_matched", "shuffled", "uniform", "combined")
 
@@ -80,7 +85,29 @@ def _policy_side(batch: dict[str, Any], ids: Tensor, labels: Tensor, pos_rows: T
     return rows
 
 
+@dataclass
+class VerifiableTrainingFields:
+    """The verifiable arm's `training.*` fields: which critic scores tokens and what it adds to the loss."""
+
+    # separate: the critic at models.critic.path (a critic stage export) scores tokens;
+    # shared: a value head on the policy trunk, trained jointly with the policy.
+    critic_mode: Literal["separate", "shared"] = "separate"
+    # separate critic: keep training its value head (backbone frozen) with the value and
+    # pairwise terms on stage-2 pairs; false: a fully frozen critic.
+    critic_trainable: bool = False
+    # total = policy + value_coef * value + aux_coef * pairwise (the last two only train a shared
+    # or critic_trainable critic; with a frozen critic they are logged).
+    value_coef: float = 0.5
+    use_pairwise: bool = False
+    aux_coef: float = 0.1
+
+
+@register_objective(
+    "verifiable", training=(CriticTrainingFields, VerifiableTrainingFields, WeightingFields),
+    models=(CriticModelFields, ReferenceModelFields))
 class VerifiableObjective(PolicyArmObjective):
+    applies_token_weights = True
+
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         t = cfg.training

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import io
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib import cm, colormaps, colors
-from matplotlib.collections import PatchCollection
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
 
 from weighted_mtp.report.token_weights import WeightedExample
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn (`wmtp` loads this module for every command)
+    from matplotlib.figure import Figure
 
 MONO = "DejaVu Sans Mono"  # ships with matplotlib; every glyph advances 0.6021 em
 MONO_ADVANCE = 0.6021
@@ -42,6 +41,9 @@ def _head_keys(histories: dict[str, History]) -> list[str]:
 
 def curve_figure(panels: dict[str, dict[str, list[tuple[int, float]]]], title: str) -> Figure:
     """One panel per metric, one line per arm (markers, so a run validated once still shows)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     n = len(panels)
     cols = min(n, 2)
     rows = -(-n // cols)
@@ -87,6 +89,8 @@ def training_curves(histories: dict[str, History]) -> dict[str, bytes]:
 def weight_histogram(weights: np.ndarray, title: str, bins: int = 50) -> bytes:
     """Distribution of target-token weights; log counts, because the interesting part of a
     weighting is often a thin tail (a few tokens with large weight, a pile-up at a clip bound)."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6, 3.6), layout="constrained")
     ax = fig.add_subplot()
     w = np.asarray(weights, dtype=np.float64)
@@ -143,6 +147,11 @@ def token_heatmap(example: WeightedExample, title: str, *, vmin: float | None = 
     """The solution as text, each target token on a background coloured by its weight (one
     colour scale per arm when vmin/vmax are shared), prompt tokens grey. A monospace font makes
     layout arithmetic exact: one data unit on x is one character."""
+    from matplotlib import cm, colormaps, colors
+    from matplotlib.collections import PatchCollection
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
     cells = layout_tokens(example, width, prompt_tail)
     targets = [w for w, t in zip(example.weights, example.is_target) if t]
     lo = vmin if vmin is not None else min(targets, default=0.0)

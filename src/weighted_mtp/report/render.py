@@ -21,10 +21,11 @@ import numpy as np
 
 from weighted_mtp.errors import WMTPError
 from weighted_mtp.log import get_logger
+from weighted_mtp.objectives import OBJECTIVES
 from weighted_mtp.report import plots
 from weighted_mtp.report.collect import EvalResult, RunSummary, collect_run, unique_names
 from weighted_mtp.report.stats import bootstrap_ci, mean_ci_over_seeds
-from weighted_mtp.report.token_weights import UNWEIGHTED_STAGES
+from weighted_mtp.report.token_weights import example_token_weights
 
 log = get_logger(__name__)
 
@@ -314,10 +315,9 @@ def curves_section(runs: list[RunSummary], labels: list[str], images: dict[str, 
 
 def weights_section(runs: list[RunSummary], labels: list[str], images: dict[str, bytes], n_examples: int,
                     enabled: bool) -> list[Block]:
-    from weighted_mtp.report.token_weights import example_token_weights
-
     blocks: list[Block] = [Heading(2, "Token weights")]
-    weighted = [(label, r) for label, r in zip(labels, runs) if r.stage not in UNWEIGHTED_STAGES]
+    weighted = [(label, r) for label, r in zip(labels, runs)
+                if r.stage in OBJECTIVES and OBJECTIVES[r.stage].applies_token_weights]
     if not enabled:
         return blocks + [Para("Token weights were not computed (`--no-weights`).")]
     if not weighted:

@@ -20,10 +20,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from weighted_mtp.config import load_config
 from weighted_mtp.constants import IGNORE_INDEX
+from weighted_mtp.data.collate import SFTCollator
 from weighted_mtp.errors import WMTPError
-
-UNWEIGHTED_STAGES = ("baseline", "critic")
+from weighted_mtp.models.load import load_tokenizer
+from weighted_mtp.objectives import OBJECTIVES
+from weighted_mtp.training import checkpoint as ckpt
+from weighted_mtp.training.data_feed import load_split
 
 
 @dataclass
@@ -59,8 +63,6 @@ def _example(tokenizer, ids: torch.Tensor, labels: torch.Tensor, weights: torch.
 
 
 def _restore_objective_state(objective, run_dir: Path) -> None:
-    from weighted_mtp.training import checkpoint as ckpt
-
     latest = ckpt.latest_checkpoint(run_dir)
     if latest is not None:
         objective.load_state_dict(ckpt.load_trainer_state(latest)["objective"])
@@ -71,18 +73,13 @@ def example_token_weights(run_dir: str | Path, n_examples: int = 4, max_length: 
     """The first `n_examples` validation rows' tokens and weights, and every target weight of
     the batch they are part of (`n_rows` rows, default max(n_examples, training.batch_size)).
     `max_length` overrides dataset.max_length (shorter rows make smaller heat maps). None for
-    stages that apply no token weights (baseline, critic). Runs on the CPU."""
+    objectives that apply no token weights (`applies_token_weights` false: baseline, critic, ...).
+    Runs on the CPU."""
     from transformers.utils import logging as hf_logging
-
-    from weighted_mtp.config import load_config
-    from weighted_mtp.data.collate import SFTCollator
-    from weighted_mtp.models.load import load_tokenizer
-    from weighted_mtp.objectives import OBJECTIVES
-    from weighted_mtp.training.data_feed import load_split
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml")
-    if cfg.experiment.stage in UNWEIGHTED_STAGES:
+    if not OBJECTIVES[cfg.experiment.stage].applies_token_weights:
         return None
     final = run_dir / "final"
     if not (final / "config.json").is_file():

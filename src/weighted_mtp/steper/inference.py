@@ -14,8 +14,8 @@ from weighted_mtp.data.collate import format_prompt
 from weighted_mtp.data.records import Record
 from weighted_mtp.eval.generate import GenerationConfig, generate
 from weighted_mtp.rag.qa_metrics import accuracy, exact_match, f1_score
-from weighted_mtp.steper.prompts import StepQuery, context, instruction, join_reasoning
 from weighted_mtp.steper.trajectory import Trajectory, run_interleaved
+from weighted_mtp.world.prompts import StepQuery, context, instruction, join_reasoning
 
 
 def student_prompt(query: StepQuery) -> str:

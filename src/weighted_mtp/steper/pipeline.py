@@ -12,8 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from weighted_mtp.errors import WMTPError
+from weighted_mtp.rag.multihop import corpus_from_examples, corpus_pids, load_multihop
 from weighted_mtp.rag.passages import Passage
+from weighted_mtp.rag.retrievers import build_retriever, load_retriever
 from weighted_mtp.steper.config import GenerateConfig
+from weighted_mtp.steper.generate import generate_split
+from weighted_mtp.steper.teachers import build_teacher
+from weighted_mtp.world.world import build_world
 
 
 @dataclass
@@ -26,14 +31,10 @@ class QASource:
 def load_source(cfg: GenerateConfig) -> QASource:
     src = cfg.source
     if src.kind == "embedded":
-        from weighted_mtp.steper.world import build_world
-
         w = src.world
         world = build_world(seed=w.seed, n_train=w.n_train, n_valid=w.n_valid, n_test=w.n_test)
         return QASource(corpus=world.corpus, questions=dict(world.questions), world=world)
     from dataclasses import replace
-
-    from weighted_mtp.rag.multihop import corpus_from_examples, corpus_pids, load_multihop
 
     questions = {split: load_multihop(getattr(src, split), src.kind) for split in ("train", "valid", "test")
                  if getattr(src, split)}
@@ -48,8 +49,6 @@ def load_source(cfg: GenerateConfig) -> QASource:
 
 def load_or_build_retriever(source: QASource, kind: str, index_dir: Path):
     """The index under `index_dir`, rebuilt when it indexes a different corpus."""
-    from weighted_mtp.rag.retrievers import build_retriever, load_retriever
-
     manifest = index_dir / "manifest.json"
     if manifest.is_file():
         saved = json.loads(manifest.read_text())
@@ -63,8 +62,6 @@ def load_or_build_retriever(source: QASource, kind: str, index_dir: Path):
 
 
 def make_teacher(cfg: GenerateConfig, source: QASource):
-    from weighted_mtp.steper.teachers import build_teacher
-
     t = cfg.teacher
     if t.kind == "world":
         return build_teacher("world", world=source.world, error_rate=t.error_rate, seed=cfg.source.world.seed)
@@ -82,8 +79,6 @@ def split_questions(source: QASource, split: str) -> list[Any]:
 
 def run_generation(cfg: GenerateConfig, show_progress: bool = True) -> dict[str, dict]:
     """Generate every configured split into `output_dir/<split>/`; returns each split's stats."""
-    from weighted_mtp.steper.generate import generate_split
-
     out = Path(cfg.output_dir)
     source = load_source(cfg)
     retriever = load_or_build_retriever(source, cfg.retriever.kind, out / f"index-{cfg.retriever.kind}")

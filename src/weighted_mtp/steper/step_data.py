@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 from weighted_mtp.data.records import Record
 from weighted_mtp.jsonl import write_jsonl
 from weighted_mtp.rag.passages import Passage
-from weighted_mtp.steper.prompts import context, instruction, join_reasoning
 from weighted_mtp.steper.trajectory import Trajectory
+from weighted_mtp.world.prompts import context, instruction, join_reasoning
 
 STEP_FILES = {"init": "first_step.jsonl", "exp": "mid_step.jsonl", "agg": "final_step.jsonl"}
 ALL_STEPS_FILE = "steper.jsonl"

@@ -15,8 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
+from weighted_mtp.data.collate import special_prefix
 from weighted_mtp.errors import ConfigError, WMTPError
-from weighted_mtp.steper.prompts import ANSWER_MARKER, StepQuery, context, first_sentence, join_reasoning
+from weighted_mtp.eval.generate import GenerationConfig, generate
+from weighted_mtp.models.load import DTYPES, load_causal_lm, load_tokenizer
+from weighted_mtp.world.prompts import ANSWER_MARKER, StepQuery, context, first_sentence, join_reasoning
+from weighted_mtp.world.teacher import WorldTeacher
 
 SYSTEM_PROMPT = (
     "You answer multi-hop questions by reasoning over the given passages, one sentence per turn. "
@@ -54,8 +58,6 @@ def chat_prompt(messages: list[dict], tokenizer: Any = None) -> str:
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     # `generate` puts the tokenizer's own prefix (BOS) in front of every prompt; a template that
     # writes BOS itself would otherwise give the model two.
-    from weighted_mtp.data.collate import special_prefix
-
     bos = getattr(tokenizer, "bos_token", None)
     if bos and text.startswith(bos) and special_prefix(tokenizer):
         text = text[len(bos):]
@@ -68,9 +70,6 @@ class HFTeacher:
     def __init__(self, model_dir: str | Path, max_new_tokens: int = 64, batch_size: int = 8,
                  dtype: str = "float32", device: str | None = None):
         import torch
-
-        from weighted_mtp.eval.generate import GenerationConfig
-        from weighted_mtp.models.load import DTYPES, load_causal_lm, load_tokenizer
 
         if dtype not in DTYPES:
             raise ConfigError(f"teacher dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -93,8 +92,6 @@ class HFTeacher:
 
     def _complete(self, messages_batch: Sequence[list[dict]], stop: tuple[str, ...]) -> list[str]:
         from dataclasses import replace
-
-        from weighted_mtp.eval.generate import generate
 
         prompts = [chat_prompt(m, self.tokenizer) for m in messages_batch]
         return generate(self.model, self.tokenizer, prompts, replace(self.generation, stop=stop))
@@ -173,20 +170,14 @@ class OpenAITeacher:
             raise WMTPError(f"POST {self.url}: reply is not JSON: {raw[:300]!r}") from None
 
 
-def _world_teacher():
-    from weighted_mtp.steper.world_teacher import WorldTeacher
-
-    return WorldTeacher
-
-
-TEACHERS = {"hf": lambda: HFTeacher, "openai": lambda: OpenAITeacher, "world": _world_teacher}
+TEACHERS = {"hf": HFTeacher, "openai": OpenAITeacher, "world": WorldTeacher}
 
 
 def build_teacher(kind: str, **options: Any) -> Teacher:
     """A teacher by config name; options are checked against its constructor before it runs."""
     if kind not in TEACHERS:
         raise ConfigError(f"unknown teacher kind {kind!r} (known: {', '.join(TEACHERS)})")
-    cls = TEACHERS[kind]()
+    cls = TEACHERS[kind]
     try:
         inspect.signature(cls).bind(**options)
     except TypeError as exc:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 from weighted_mtp.rag.passages import Passage
-from weighted_mtp.steper.prompts import StepQuery, extract_answer, first_sentence, is_final
+from weighted_mtp.world.prompts import StepQuery, extract_answer, first_sentence, is_final
 
 
 class Reasoner(Protocol):

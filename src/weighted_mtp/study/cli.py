@@ -7,6 +7,11 @@ from pathlib import Path
 from typing import Callable
 
 from weighted_mtp.errors import ConfigError
+from weighted_mtp.study.evaluation import StudyEvalSettings
+from weighted_mtp.study.plan import describe, plan_study
+from weighted_mtp.study.report import answer_lines
+from weighted_mtp.study.run import run_study
+from weighted_mtp.study.runner import StudyInterrupted
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -30,11 +35,6 @@ def _floats(text: str, option: str) -> list[float]:
 
 
 def cmd_study(args, configs_root: Path) -> int:
-    from weighted_mtp.study.evaluation import StudyEvalSettings
-    from weighted_mtp.study.plan import describe, plan_study
-    from weighted_mtp.study.run import run_study
-    from weighted_mtp.study.runner import StudyInterrupted
-
     seeds = _ints(args.seeds, "--seeds")
     plan = plan_study(args.configs, configs_root, critic_config=args.critic_config, overrides=args.override)
     if args.dry_run:
@@ -53,7 +53,6 @@ def cmd_study(args, configs_root: Path) -> int:
     except StudyInterrupted as e:
         print(str(e))
         return 0
-    from weighted_mtp.study.report import answer_lines
 
     print()
     for line in answer_lines(result.analysis) or ["no comparison (nothing evaluated)"]:

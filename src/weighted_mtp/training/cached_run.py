@@ -13,10 +13,10 @@ import json
 import shutil
 from pathlib import Path
 
+from weighted_mtp.cache import cache_root
 from weighted_mtp.config.load import config_to_dict
 from weighted_mtp.config.schema import Config
 from weighted_mtp.files import make_build_dir
-from weighted_mtp.models.micro import cache_root
 from weighted_mtp.training.loop import train
 
 RUNS_DIR = "runs"

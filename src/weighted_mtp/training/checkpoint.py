@@ -19,11 +19,11 @@ from typing import Callable
 
 import torch
 
+from weighted_mtp.constants import MODEL_SUBDIR
 from weighted_mtp.errors import TrainingError
 from weighted_mtp.files import atomic_write_text
 
 CHECKPOINT_DIR = "checkpoints"
-MODEL_SUBDIR = "model"
 STATE_FILE = "trainer_state.pt"
 DCP_SUBDIR = "dcp"
 RANK_STATES_SUBDIR = "rank_states"

@@ -12,30 +12,11 @@ import numpy as np
 from weighted_mtp.config.schema import Config
 from weighted_mtp.data.jsonl_index import JsonlIndex
 from weighted_mtp.data.sampling import SampleStats, sample_pairs, sample_rows
-from weighted_mtp.errors import ConfigError, DataError
+from weighted_mtp.data.sources import resolve_data_path
+from weighted_mtp.errors import DataError
 from weighted_mtp.log import get_logger
 
 log = get_logger(__name__)
-
-EMBEDDED_SPLITS = {"train", "valid", "test"}
-
-
-def resolve_data_path(spec: str, cfg: Config, key: str) -> Path:
-    if spec.startswith("embedded:"):
-        split = spec.split(":", 1)[1]
-        if split not in EMBEDDED_SPLITS:
-            raise ConfigError(f"config key '{key}': unknown embedded split '{split}' (known: {sorted(EMBEDDED_SPLITS)})")
-        from weighted_mtp.data.embedded import build_embedded_dataset
-        from weighted_mtp.models.micro import embedded_data_dir
-
-        emb = cfg.dataset.embedded
-        return build_embedded_dataset(embedded_data_dir(emb.seed, emb.n_problems), seed=emb.seed,
-                                      n_problems=emb.n_problems)[split]
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"config key '{key}': data file not found: {spec}")
-    return path
-
 
 @dataclass
 class Split:

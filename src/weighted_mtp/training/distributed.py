@@ -35,6 +35,7 @@ from torch import nn
 
 from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.errors import ConfigError
+from weighted_mtp.models.hf_layout import find_layout
 
 STRATEGIES = ("ddp", "fsdp2")
 
@@ -157,7 +158,7 @@ def loss_units(objective) -> str:
     """What an objective's loss is a mean over, for combining ranks' losses exactly: "tokens"
     (target tokens: the MTP losses) or "rows" (sequences or pairs: pairwise batches, the
     critic's sequence-mean losses). An objective may declare `loss_units` itself."""
-    declared = getattr(objective, "loss_units", None)
+    declared = objective.loss_units
     if declared in ("tokens", "rows", "policy_tokens"):
         return declared
     return "rows" if objective.batch_kind == "pairwise" else "tokens"
@@ -299,8 +300,6 @@ def decoder_blocks(model: nn.Module) -> list[nn.Module]:
     same-type modules (a critic's backbone, whatever wraps it)."""
     lm = getattr(model, "lm", None)
     if lm is not None:
-        from weighted_mtp.models.hf_layout import find_layout
-
         return list(find_layout(lm).layers)
     best: list[nn.Module] = []
     for module in model.modules():

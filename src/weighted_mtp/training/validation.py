@@ -9,6 +9,8 @@ from typing import Callable
 
 import torch
 
+from weighted_mtp.training.distributed import DistContext, gather_sums, shard
+
 
 @torch.no_grad()
 def evaluate_split(model, objective, items: list, collate, batch_size: int, device: torch.device,
@@ -18,12 +20,11 @@ def evaluate_split(model, objective, items: list, collate, batch_size: int, devi
     With several processes (`dist_ctx`), each evaluates its strided share of the items and the
     sums are added over processes, so the metrics are those of the whole split. Every process
     runs the same number of forwards (a sharded model gathers parameters in each one): a
-    process whose share has run out evaluates a stand-in batch and discards it."""
-    from weighted_mtp.training.distributed import gather_sums, shard
-
-    distributed = dist_ctx is not None and dist_ctx.enabled
-    local = shard(items, dist_ctx) if distributed else items
-    per_rank = -(-len(items) // dist_ctx.world_size) if distributed else len(items)
+    process whose share has run out evaluates a stand-in batch and discards it. One process
+    (`dist_ctx` None or of size 1) is the same path: its share is every item."""
+    ctx = dist_ctx or DistContext()
+    local = shard(items, ctx)
+    per_rank = -(-len(items) // ctx.world_size)
     n_batches = -(-per_rank // batch_size)
     was_training = model.training
     model.eval()
@@ -48,8 +49,7 @@ def evaluate_split(model, objective, items: list, collate, batch_size: int, devi
                 samples.setdefault(name, []).append(value.detach().float().cpu())
     finally:
         model.train(was_training)
-    if distributed:
-        sums, samples = gather_sums(dist_ctx, sums, samples)
+    sums, samples = gather_sums(ctx, sums, samples)
     metrics = {name: (num / den if den > 0 else float("nan")) for name, (num, den) in sums.items()}
     return metrics, {name: torch.cat(parts) for name, parts in samples.items()}
 

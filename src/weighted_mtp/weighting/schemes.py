@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from weighted_mtp.config.schema import WeightingConfig
 from weighted_mtp.weighting.advantage import gae_advantages, td_errors
+from weighted_mtp.weighting.config import WeightingConfig
 from weighted_mtp.weighting.whitening import RunningMoments
 
 

@@ -5,19 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from weighted_mtp.recipes.clara_demo import run_demo
+
+from weighted_mtp.recipes.clara_build import default_model_dir, ensure_default_model
+
+from weighted_mtp.clara.eval_pdf import check_model_dir, evaluate_pdf, load_eval_pdf_config, prepare_pdf
+
+from weighted_mtp.clara.data import validate_file
+
 
 def add_clara_parser(sub, configs_root: Callable[[], Path]) -> None:
     def cmd_demo(args) -> int:
-        from weighted_mtp.clara.demo import run_demo
-
         run_demo(args.output_dir, configs_root(), overrides=args.override, pdf_overrides=args.pdf_override)
         return 0
 
     def cmd_eval_pdf(args) -> int:
         import time
-
-        from weighted_mtp.clara.build import default_model_dir, ensure_default_model
-        from weighted_mtp.clara.eval_pdf import check_model_dir, evaluate_pdf, load_eval_pdf_config, prepare_pdf
 
         overrides = list(args.override)
         if args.qa is not None:
@@ -54,8 +57,6 @@ def add_clara_parser(sub, configs_root: Callable[[], Path]) -> None:
         return 0
 
     def cmd_validate(args) -> int:
-        from weighted_mtp.clara.data import validate_file
-
         print(validate_file(args.file, args.stage))
         return 0
 

@@ -16,12 +16,14 @@ from typing import Iterator
 
 import numpy as np
 
+from weighted_mtp.cache import cache_root
+from weighted_mtp.data.collate import ALPACA_PROMPT_WITH_INPUT
 from weighted_mtp.errors import ConfigError, DataError
 from weighted_mtp.files import building_dir
 from weighted_mtp.rag.passages import Passage, read_passages, write_passages
-from weighted_mtp.steper.prompts import instruction, join_reasoning
-from weighted_mtp.steper.world_facts import (RELATIONS, VALUE, Fact, Relation, answer_sentence,  # noqa: F401
-                                             draw_triples, question_text)
+from weighted_mtp.world.facts import (RELATIONS, VALUE, Fact, Relation, answer_sentence,  # noqa: F401
+                                      draw_triples, question_text)
+from weighted_mtp.world.prompts import instruction, join_reasoning
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -284,8 +286,6 @@ def load_world(directory: str | Path) -> World:
 
 def world_dir(seed: int = 0, **sizes) -> Path:
     """Where `ensure_world` caches this world: keyed by a hash of the format and the spec."""
-    from weighted_mtp.models.micro import cache_root
-
     spec = world_spec(seed, **sizes)
     key = json.dumps({"format_version": FORMAT_VERSION, **asdict(spec)}, sort_keys=True)
     return cache_root() / "data" / f"steper-world-seed{spec.seed}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
@@ -303,8 +303,6 @@ def world_texts(world: World) -> Iterator[str]:
     """What a tokenizer for this world should see: every document as a prompt shows it, and for
     each train question the prompt template, its instruction and its gold reasoning ending in the
     answer sentence (so the template's fixed words cost a few tokens, not a hundred)."""
-    from weighted_mtp.data.collate import ALPACA_PROMPT_WITH_INPUT
-
     header = ALPACA_PROMPT_WITH_INPUT.format(instruction="", input="")  # the training template's fixed text
     for p in world.corpus:
         yield p.as_text()

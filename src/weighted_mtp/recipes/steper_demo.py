@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from weighted_mtp.config import load_config
+from weighted_mtp.models.load import load_tokenizer
+from weighted_mtp.models.mtp import MTPModel
 from weighted_mtp.steper.config import load_generate_config
+from weighted_mtp.steper.inference import evaluate_student
+from weighted_mtp.steper.pipeline import load_or_build_retriever, load_source, run_generation
+from weighted_mtp.training.loop import train
 
 ARMS = {"steper": "steper/steper.yaml", "vanilla_kd": "steper/vanilla_kd.yaml"}
 ARM_DATA = {"steper": "steper.jsonl", "vanilla_kd": "final_step.jsonl"}
@@ -20,8 +25,6 @@ METRICS = ("em", "f1", "acc")
 
 
 def _train_arm(configs: Path, arm: str, data_dir: Path, run_dir: Path, seed: int, overrides: list[str]):
-    from weighted_mtp.training.loop import train
-
     cfg = load_config(configs / ARMS[arm], [
         f"dataset.train={data_dir / 'train' / ARM_DATA[arm]}",
         f"dataset.validation={data_dir / 'valid' / ARM_DATA[arm]}",
@@ -62,11 +65,6 @@ def summarize_arms(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def run_demo(output_dir: str | Path, *, seeds: int = 3, configs: Path, train_overrides: list[str] = (),
              generate_overrides: list[str] = (), n_test: int | None = None, eval_batch_size: int = 64) -> dict:
-    from weighted_mtp.models.load import load_tokenizer
-    from weighted_mtp.models.mtp import MTPModel
-    from weighted_mtp.steper.inference import evaluate_student
-    from weighted_mtp.steper.pipeline import load_or_build_retriever, load_source, run_generation
-
     out = Path(output_dir)
     gen_cfg = load_generate_config(configs / "steper" / "generate.yaml",
                                    [f"output_dir={out / 'data'}", *generate_overrides])

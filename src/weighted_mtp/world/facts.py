@@ -1,6 +1,6 @@
 """The vocabulary of the embedded world (entity types, relations with their one sentence and
 one question phrase, invented names) and the random draws of its facts. The world itself, its
-questions and its files are in `weighted_mtp.steper.world`."""
+questions and its files are in `weighted_mtp.world.world`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from weighted_mtp.errors import ConfigError
-from weighted_mtp.steper.prompts import ANSWER_MARKER, INSTRUCTION
+from weighted_mtp.world.prompts import ANSWER_MARKER, INSTRUCTION
 
 VALUE = "value"  # the object type of attribute facts, which are retrieval distractors, never hops
 

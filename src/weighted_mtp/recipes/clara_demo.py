@@ -3,15 +3,22 @@ the frozen-reasoner control, Recall@1 before and after stage 3 on held-out quest
 PDF evaluation on two PDFs rendered from the embedded world: its held-out (test) documents and
 the documents it trained on, which tells a harness problem from a model that does not generalise.
 Writes summary.json.
-Finished stages are reused and an interrupted stage resumes from its checkpoint (clara/build.py)."""
+Finished stages are reused and an interrupted stage resumes from its checkpoint (recipes/clara_build.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from weighted_mtp.clara.build import train_stages
+from weighted_mtp.clara.data import read_stage
+from weighted_mtp.clara.eval_pdf import eval_pdf, load_eval_pdf_config
+from weighted_mtp.clara.evaluate import stage3_recall
+from weighted_mtp.clara.model import ClaraModel
+from weighted_mtp.clara.pdf import render_pdf
+from weighted_mtp.clara.resources import embedded_clara_dir
 from weighted_mtp.config import load_config
+from weighted_mtp.rag.passages import read_passages
+from weighted_mtp.recipes.clara_build import train_stages
 
 
 def recall_before_after(out: Path, configs: Path, overrides: list[str], n_questions: int = 300) -> dict:
@@ -19,11 +26,6 @@ def recall_before_after(out: Path, configs: Path, overrides: list[str], n_questi
     stage-2 compressor (before), after stage 3, and after the frozen-reasoner control; on the
     stage-3 training questions (documents the compressor learned in stages 1-2) and on held-out
     test questions (documents no stage has seen)."""
-    from weighted_mtp.clara.data import read_stage
-    from weighted_mtp.clara.evaluate import stage3_recall
-    from weighted_mtp.clara.model import ClaraModel
-    from weighted_mtp.clara.resources import embedded_clara_dir
-
     cfg = load_config(configs / "clara" / "stage3.yaml", overrides)
     data = embedded_clara_dir(cfg.clara.world_seed, cfg.clara.train_docs, cfg.clara.top_k)
     models = {"before_stage3": ClaraModel.from_pretrained(out / "stage2" / "final")}
@@ -44,11 +46,6 @@ def render_world_pdf(path: Path, world_seed: int = 0, max_docs: int = 60, split:
                      train_docs: int = 96, top_k: int = 1) -> Path:
     """A multi-page PDF of the embedded world's CLaRa documents of one split: "test" (held out
     from every stage) or "train" (the documents stages 1-3 trained on)."""
-    from weighted_mtp.clara.data import read_stage
-    from weighted_mtp.clara.pdf import render_pdf
-    from weighted_mtp.clara.resources import embedded_clara_dir
-    from weighted_mtp.rag.passages import read_passages
-
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     data = embedded_clara_dir(world_seed, train_docs, top_k)
@@ -58,8 +55,6 @@ def render_world_pdf(path: Path, world_seed: int = 0, max_docs: int = 60, split:
 
 
 def run_demo(output_dir: str | Path, configs: Path, overrides: list[str] = (), pdf_overrides: list[str] = ()) -> dict:
-    from weighted_mtp.clara.eval_pdf import eval_pdf, load_eval_pdf_config
-
     out = Path(output_dir)
     overrides = list(overrides)
     stages = train_stages(out, configs, overrides)

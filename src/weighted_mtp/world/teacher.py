@@ -9,8 +9,8 @@ import hashlib
 from typing import Sequence
 
 from weighted_mtp.errors import ConfigError
-from weighted_mtp.steper.prompts import StepQuery, first_sentence
-from weighted_mtp.steper.world import World, answer_sentence
+from weighted_mtp.world.prompts import StepQuery, first_sentence
+from weighted_mtp.world.world import World, answer_sentence
 
 
 class WorldTeacher:

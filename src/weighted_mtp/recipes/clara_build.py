@@ -25,11 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from weighted_mtp.cache import cache_root
 from weighted_mtp.clara.model import ADAPTERS_SUBDIR, CLARA_CONFIG_FILE
+from weighted_mtp.clara.resources import resolve_clara_data
 from weighted_mtp.config import load_config
 from weighted_mtp.errors import ConfigError, WMTPError
-from weighted_mtp.files import atomic_write_text
-from weighted_mtp.files import building_dir
+from weighted_mtp.files import atomic_write_text, building_dir
+from weighted_mtp.objectives import OBJECTIVES
+from weighted_mtp.training.checkpoint import latest_checkpoint
+from weighted_mtp.training.loop import train
 
 
 class BuildInterrupted(WMTPError):
@@ -64,9 +68,7 @@ def default_base(name: str) -> DefaultBase:
 
 def _save_every(cfg, saves: int) -> float:
     """The fraction of an epoch between checkpoints that gives about `saves` per stage."""
-    from weighted_mtp.clara.resources import resolve_clara_data
-
-    stage = int(cfg.experiment.stage.rsplit("stage", 1)[1])
+    stage = OBJECTIVES[cfg.experiment.stage].stage
     path = resolve_clara_data(cfg.dataset.train, stage, "train", cfg, "dataset.train")
     with open(path, "rb") as f:
         lines = sum(1 for line in f if line.strip())
@@ -80,9 +82,6 @@ def run_stage(configs: Path, name: str, run_dir: Path, overrides: Sequence[str] 
               say: Callable[[str], None] = print) -> dict:
     """Train configs/clara/<name>.yaml into run_dir (resuming a run that was cut short) and return
     its final metrics. `checkpoints` > 0 adds about that many periodic checkpoints (one kept)."""
-    from weighted_mtp.training.checkpoint import latest_checkpoint
-    from weighted_mtp.training.loop import train
-
     overrides = list(overrides)
     cfg = load_config(configs / "clara" / f"{name}.yaml", overrides)
     if checkpoints and cfg.training.max_steps:
@@ -133,8 +132,6 @@ def _stage_key(name: str) -> str:
 
 def default_model_dir(configs: Path, base: str = "micro", world_seed: int = 0) -> Path:
     """Where the default model of `base` is cached: keyed by its stage configs and world seed."""
-    from weighted_mtp.models.micro import cache_root
-
     spec = default_base(base)
     texts = "".join((configs / "clara" / f"{name}.yaml").read_text() for name in spec.stages)
     seed = f"{world_seed}" if base == "micro" else f"{world_seed}:{base}"  # micro keeps its earlier key
@@ -146,9 +143,6 @@ def ensure_default_model(configs: Path, world_seed: int = 0, base: str = "micro"
                          say: Callable[[str], None] = print) -> Path:
     """The default CLaRa model of `base`, trained once and cached, with its stage-1 model under
     `stage1/` (the one that still paraphrases: compression quality). An interrupted build resumes."""
-    from weighted_mtp.clara import build
-    from weighted_mtp.models.micro import cache_root
-
     spec = default_base(base)
     out = default_model_dir(configs, base, world_seed)
     if (out / CLARA_CONFIG_FILE).is_file():
@@ -156,7 +150,7 @@ def ensure_default_model(configs: Path, world_seed: int = 0, base: str = "micro"
     work = cache_root() / "runs" / out.name
     say(f"building the default CLaRa model ({spec.about}) once into {out}; an interrupted build resumes "
         f"from its last checkpoint (work directory {work})")
-    build.train_stages(work, configs, [f"clara.world_seed={world_seed}", "mlflow.enabled=false"], control=False,
+    train_stages(work, configs, [f"clara.world_seed={world_seed}", "mlflow.enabled=false"], control=False,
                        stages=spec.stages, checkpoints=4)
     with building_dir(out) as tmp:
         shutil.copytree(work / _stage_key(spec.answer_stage) / "final", tmp, dirs_exist_ok=True)

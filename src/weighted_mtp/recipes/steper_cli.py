@@ -6,11 +6,18 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from weighted_mtp.steper.pipeline import load_or_build_retriever, load_source, run_generation, split_questions
+
+from weighted_mtp.steper.inference import evaluate_student
+
+from weighted_mtp.steper.config import load_generate_config
+
+from weighted_mtp.recipes.steper_demo import run_demo
+
+from weighted_mtp.models.load import load_causal_lm, load_tokenizer
+
 
 def cmd_generate(args) -> int:
-    from weighted_mtp.steper.config import load_generate_config
-    from weighted_mtp.steper.pipeline import run_generation
-
     cfg = load_generate_config(args.config, args.override)
     for split, stats in run_generation(cfg).items():
         print(f"{split}: kept {stats['kept']} of {stats['questions']} trajectories; rows {stats['rows']} "
@@ -19,11 +26,6 @@ def cmd_generate(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from weighted_mtp.models.load import load_causal_lm, load_tokenizer
-    from weighted_mtp.steper.config import load_generate_config
-    from weighted_mtp.steper.inference import evaluate_student
-    from weighted_mtp.steper.pipeline import load_or_build_retriever, load_source, split_questions
-
     cfg = load_generate_config(args.config, args.override)
     source = load_source(cfg)
     retriever = load_or_build_retriever(source, cfg.retriever.kind, Path(cfg.output_dir) / f"index-{cfg.retriever.kind}")
@@ -43,8 +45,6 @@ def add_steper_parser(sub, configs_root: Callable[[], Path]) -> None:
         return configs_root() / "steper" / "generate.yaml"
 
     def cmd_demo(args) -> int:
-        from weighted_mtp.steper.demo import run_demo
-
         run_demo(args.output_dir, seeds=args.seeds, configs=configs_root(), train_overrides=args.override,
                  generate_overrides=args.generate_override, n_test=args.n_test)
         return 0
