@@ -120,7 +120,7 @@ def test_write_reference_ce_equals_live_scoring(tmp_path, tok, reference, monkey
 def test_cli_ref_ce(tmp_path, capsys, micro_model_dir):
     src = write_jsonl(tmp_path / "in.jsonl", rows(3))
     out = tmp_path / "with_ref.jsonl"
-    common = ["--override", f"dataset.train={src}", "--override", "dataset.max_length=64", "--batch-size", "2"]
+    common = ["--override", f"dataset.train={src}", "--override", "models.policy.path=embedded:micro-llama", "--override", "dataset.max_length=64", "--batch-size", "2"]
     assert main(["data", "ref-ce", BASELINE, "--output", str(out), "--reference", str(micro_model_dir), *common]) == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and "models.reference.path=null" in printed and "dataset.train=" in printed
