@@ -43,6 +43,15 @@ class PolicyModelConfig:
 
 
 @dataclass
+class AuxModelConfig:
+    """A model a method reads beside the policy (`models.critic`, `models.reference`): a local
+    directory, or None where the method allows it, and its parameter dtype at load time."""
+
+    path: Optional[str] = None
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+@dataclass
 class ModelsConfig:
     """`models:`: the policy every method trains. Methods add theirs (`models.critic`,
     `models.reference`) through the registry (`with_method_fields`)."""

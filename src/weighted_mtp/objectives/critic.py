@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from weighted_mtp.config.registry import register_objective
-from weighted_mtp.config.schema import Config
+from weighted_mtp.config.schema import AuxModelConfig, Config
 from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.losses.critic_losses import bradley_terry_loss, pairwise_stats, pointwise_loss
 from weighted_mtp.metrics.critic_metrics import class_means, f1_at_threshold, position_correlation, roc_auc, spikiness
@@ -30,12 +30,10 @@ from weighted_mtp.rl.returns import lambda_returns, sequence_mean
 
 
 @dataclass
-class CriticModelConfig:
-    # Stage critic: the backbone, a local HF causal-LM directory (an MTP export works: its trunk
-    # and head 1 are a plain HF model); None: the policy's path. Stage verifiable with
-    # critic_mode separate: a trained critic (the critic stage's `final/`), used frozen.
-    path: Optional[str] = None
-    dtype: Literal["float32", "bfloat16"] = "float32"
+class CriticModelConfig(AuxModelConfig):
+    """Stage critic: `path` is the backbone, a local HF causal-LM directory (an MTP export works:
+    its trunk and head 1 are a plain HF model); None: the policy's path. Stage verifiable with
+    critic_mode separate: a trained critic (the critic stage's `final/`), used frozen."""
 
 
 @dataclass

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any
 
 from weighted_mtp.config.registry import register_objective
-from weighted_mtp.config.schema import Config
+from weighted_mtp.config.schema import AuxModelConfig, Config
 from weighted_mtp.constants import IGNORE_INDEX
 from weighted_mtp.errors import ConfigError
 from weighted_mtp.losses.token_ce import next_token_cross_entropy
@@ -41,12 +41,10 @@ def head1_ce(model: MTPModel, head_hidden, labels, chunk_size: int):
 
 
 @dataclass
-class ReferenceModelConfig:
-    # Rho-1 reference: a local HF causal-LM directory (an MTP export works: its head 1 is the
-    # next-token model). It must tokenize exactly like the policy (excess loss is per token).
-    # None: the batches must carry a precomputed `ref_ce` column (`wmtp data ref-ce`).
-    path: Optional[str] = None
-    dtype: Literal["float32", "bfloat16"] = "float32"
+class ReferenceModelConfig(AuxModelConfig):
+    """Rho-1 reference: `path` is a local HF causal-LM directory (an MTP export works: its head 1
+    is the next-token model) that tokenizes exactly like the policy (excess loss is per token).
+    None: the batches must carry a precomputed `ref_ce` column (`wmtp data ref-ce`)."""
 
 
 @dataclass

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 from transformers.utils import logging as hf_logging
@@ -41,9 +39,11 @@ from weighted_mtp.models.load import load_tokenizer
 from weighted_mtp.objectives import OBJECTIVES
 from weighted_mtp.training import checkpoint as ckpt
 from weighted_mtp.training import distributed
-from weighted_mtp.training.data_feed import BatchFeed, Split, load_split, problem_ids
+from weighted_mtp.training.data_feed import BatchFeed, Split
 from weighted_mtp.training.optim import build_optimizer, build_scheduler
 from weighted_mtp.training.resources import peak_memory_mb
+from weighted_mtp.training.rng import rng_state, seed_everything, set_rng_state
+from weighted_mtp.training.run_data import load_run_data
 from weighted_mtp.training.signals import StopRequest
 from weighted_mtp.training.tracking import MetricLogger, NullLogger
 from weighted_mtp.training.validation import run_validation
@@ -107,27 +107,6 @@ class _Run:
     @property
     def view(self):  # what the objective calls
         return self.engine.view
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.random.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.random.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _every(fraction: float, steps_per_epoch: int) -> int:
@@ -211,12 +190,12 @@ def _setup(cfg: Config, run_dir: Path, resume: bool, dctx: distributed.DistConte
     if cfg.runtime.num_threads:
         torch.set_num_threads(cfg.runtime.num_threads)
     device = distributed.device_for(dctx, cfg.runtime.device)
-    _seed_everything(cfg.runtime.seed)
+    seed_everything(cfg.runtime.seed)
     resume_from = _resume_point(run_dir, resume, dctx)
 
     objective = OBJECTIVES[cfg.experiment.stage](cfg)
     with dctx.main_first():  # rank 0 fills the caches (datasets, indexes, the micro model) first
-        train_split, val_split, train_eval_items, overlap = _load_data(objective, cfg)
+        train_split, val_split, train_eval_items, overlap = load_run_data(objective, cfg)
         if resume_from is None:
             model, tokenizer, model_path = objective.build_model()
         else:
@@ -272,20 +251,6 @@ def _resume_point(run_dir: Path, resume: bool, dctx: distributed.DistContext) ->
     return Path(found) if found else None
 
 
-def _load_data(objective, cfg: Config) -> tuple[Split, Split | None, list | None, int]:
-    """(train split, validation split, training items evaluated like validation, problems in both)."""
-    if objective.own_data:  # an objective with its own data format (CLaRa's JSONL)
-        train_split, val_split = _own_splits(objective, cfg)
-        return train_split, val_split, None, 0
-    pairwise, val_pairwise = objective.batch_kind == "pairwise", objective.val_batch_kind == "pairwise"
-    first_span = min(1.0, 1.0 / max(1.0, cfg.training.n_epochs))
-    train_split = load_split(cfg, "train", pairwise, progress_end=first_span)
-    val_split = load_split(cfg, "validation", val_pairwise) if cfg.data_sampling.val_n_samples > 0 else None
-    train_eval_items = _train_eval_items(cfg, train_split, pairwise, val_pairwise)
-    overlap = len(problem_ids(train_split.items) & problem_ids(val_split.items)) if val_split else 0
-    return train_split, val_split, train_eval_items, overlap
-
-
 def _restore(run: _Run, resume_from: Path) -> bool:
     """Optimizer, scheduler, data position, objective state, step, best and RNG from a
     checkpoint; True when this process restored its own RNG state."""
@@ -294,15 +259,15 @@ def _restore(run: _Run, resume_from: Path) -> bool:
     if ckpt.is_sharded(state):
         distributed.load_sharded(run.bundle, run.optimizer, resume_from / ckpt.DCP_SUBDIR)
         own = ckpt.load_rank_state(resume_from, dctx.rank)
-        objective_state, rng_state, own_rng = own["objective"], own["rng"], own.get("rank") == dctx.rank
+        objective_state, saved_rng, own_rng = own["objective"], own["rng"], own.get("rank") == dctx.rank
     else:
         distributed.load_full_optimizer_state(run.engine, run.bundle, run.optimizer, state["optimizer"])
-        objective_state, rng_state, own_rng = state["objective"], state["rng"], dctx.rank == 0
+        objective_state, saved_rng, own_rng = state["objective"], state["rng"], dctx.rank == 0
     run.scheduler.load_state_dict(state["scheduler"])
     run.feed.load_state_dict(state["feed"])
     run.objective.load_state_dict(objective_state)
     run.step, run.best = state["step"], state["best"]
-    _set_rng_state(rng_state)
+    set_rng_state(saved_rng)
     return own_rng
 
 
@@ -447,7 +412,7 @@ def _save(run: _Run, new_best: bool) -> Path:
     dctx, c, main = run.dctx, run.cfg.checkpoint, run.dctx.is_main
     shared = {"step": run.step, "best": run.best, "scheduler": run.scheduler.state_dict(),
               "feed": run.feed.state_dict()}
-    own_state = {"objective": run.objective.state_dict(), "rng": _rng_state(), "rank": dctx.rank}
+    own_state = {"objective": run.objective.state_dict(), "rng": rng_state(), "rank": dctx.rank}
     if not dctx.enabled:  # the checkpoint format, not a separate loop: a full optimizer state
         saved = ckpt.save_checkpoint(run.run_dir, run.step, run.model, run.tokenizer,
                                      {**shared, "optimizer": run.optimizer.state_dict(), **own_state})
@@ -479,29 +444,6 @@ def _finish(run: _Run) -> TrainResult:
                  f"{result.stop_checkpoint}; continue with: wmtp train --resume {run.run_dir}")
     log.info(f"run directory: {run.run_dir}")
     return result
-
-
-def _own_splits(objective, cfg: Config):
-    """Splits of an objective that reads its own files: `load_items(which)` gives (path, items);
-    the loop only shuffles and batches them (`data_sampling.n_samples` / `val_n_samples` cap them)."""
-    path, items = objective.load_items("train")
-    train_split = Split(path=path, items=items[: cfg.data_sampling.n_samples], stats=None)
-    val_split = None
-    if cfg.data_sampling.val_n_samples > 0:
-        path, items = objective.load_items("validation")
-        val_split = Split(path=path, items=items[: cfg.data_sampling.val_n_samples], stats=None)
-    return train_split, val_split
-
-
-def _train_eval_items(cfg: Config, train_split, pairwise: bool, val_pairwise: bool) -> list | None:
-    """Training items evaluated like validation: the first trained items when both use the
-    same batch kind, else pairs drawn from the training file (problems the model trained on)."""
-    n = cfg.data_sampling.train_eval_n_samples
-    if n <= 0:
-        return None
-    if pairwise == val_pairwise:
-        return train_split.items[:n]
-    return load_split(cfg, "train", val_pairwise, n=n, seed_offset=1).items
 
 
 def _export_final(run_dir: Path, model, tokenizer) -> Path:
