@@ -17,21 +17,23 @@ embedded training solutions; prompts are held-out signature lines. ``--corpus re
 trains on 16 solutions and prompts with those (memorised text: the high-acceptance regime).
 
 Both decoders run with the HF KV cache, batch size 1, on the CPU with ``--threads`` threads
-(default 1: the machine is shared, and extra threads mostly add contention). Each prompt is
-timed best of ``--repeats`` per variant, the variants interleaved. Besides drafting with all
-K-1 extra heads (the headline), the table shows drafting with heads 2..j+1 only.
+(default 2, the cores of this project's machines; nothing else should run). Each prompt is
+timed best of ``--repeats`` per variant, the variants interleaved. The table shows drafting
+with heads 2..d+1 for every d; the headline (last line) is the draft count chosen *before* the
+measurement, by `eval.speculative.tune_drafts` on ``--tune-prompts`` held-out *validation*
+prompts, as `wmtp eval --speculative` chooses it.
 
 What sets the speed-up: tokens per pass / (cost of a pass relative to a plain step). A pass is
 one LM forward over 1 + drafts tokens plus one block per draft. On a memory-bound accelerator
-the extra tokens are nearly free; on this CPU (MKL, one thread) a forward over 4 tokens costs
-about 1.4x one over 1 token, and one over 2 or 3 tokens about as much as over 4, so drafting
-with 3 heads is the cheapest way to verify more than one token.
+the extra tokens are nearly free; on this CPU (2 threads, SmolLM2-135M in fp32) a forward over
+2 or 3 tokens costs about what one over 1 token does and one over 4 tokens about 1.4x, so a
+third draft rarely pays for itself here.
 
     python benchmarks/speculative.py [--model smollm2|micro] [--prompts 6] [--max-new-tokens 128]
-                                     [--repeats 2] [--threads 1] [--small]
+                                     [--repeats 2] [--threads 2] [--tune-prompts 2] [--small]
 
-The last line is ``ratio_tokens_per_s=<spec/plain> tokens_per_pass=<spec> accept_head2=...``
-for drafting with all K-1 extra heads.
+The last line is ``ratio_tokens_per_s=<spec/plain> drafts=<d> tokens_per_pass=<spec> accept_head2=...``
+for the tuned draft count d.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ import torch  # noqa: E402
 
 from weighted_mtp.data.embedded import build_embedded_dataset  # noqa: E402
 from weighted_mtp.data.records import iter_records  # noqa: E402
-from weighted_mtp.eval.speculative import greedy_decode, self_speculative_greedy  # noqa: E402
+from weighted_mtp.eval.speculative import greedy_decode, self_speculative_greedy, tune_drafts  # noqa: E402
 from weighted_mtp.losses.mtp_loss import mtp_cross_entropy  # noqa: E402
 from weighted_mtp.models.load import load_tokenizer  # noqa: E402
 from weighted_mtp.models.micro import embedded_data_dir, ensure_micro_model  # noqa: E402
@@ -96,7 +98,7 @@ def train(model: MTPModel, stream: torch.Tensor, steps: int, batch: int, seq: in
     return ce
 
 
-def micro_setup(args) -> tuple[MTPModel, list[torch.Tensor], int, str]:
+def micro_setup(args) -> tuple[MTPModel, list[torch.Tensor], list[torch.Tensor], int, str]:
     torch.manual_seed(0)
     model_dir = ensure_micro_model()
     data_dir = embedded_data_dir(0, 2000)
@@ -109,26 +111,32 @@ def micro_setup(args) -> tuple[MTPModel, list[torch.Tensor], int, str]:
         records = list({r.problem_id: r for r in records}.values())[:16]  # one solution per problem
     t0 = time.perf_counter()
     ce = train(model, code_stream(tokenizer, records), args.steps, args.batch, args.seq, args.lr)
-    seen, prompts = set(), []
-    source = records if args.corpus == "repeated" else iter_records(data_dir / "test.jsonl")
-    for r in source:  # one prompt per problem: held out, or (repeated) one the model memorised
-        if r.is_correct and r.problem_id not in seen:
-            seen.add(r.problem_id)
-            prompts.append(signature_prompt(r.output))
-    ids = [torch.tensor([[tokenizer.bos_token_id, *tokenizer(p, add_special_tokens=False)["input_ids"]]])
-           for p in prompts[: args.prompts]]
+
+    def encoded(source, n: int) -> list[torch.Tensor]:
+        seen, prompts = set(), []
+        for r in source:  # one prompt per problem: held out, or (repeated) one the model memorised
+            if r.is_correct and r.problem_id not in seen:
+                seen.add(r.problem_id)
+                prompts.append(signature_prompt(r.output))
+        return [torch.tensor([[tokenizer.bos_token_id, *tokenizer(p, add_special_tokens=False)["input_ids"]]])
+                for p in prompts[:n]]
+
+    repeated = args.corpus == "repeated"
+    ids = encoded(records if repeated else iter_records(data_dir / "test.jsonl"), args.prompts)
+    tune = (encoded(records[::-1], args.tune_prompts) if repeated
+            else encoded(iter_records(data_dir / "valid.jsonl"), args.tune_prompts))
     n_params = sum(p.numel() for p in model.lm.parameters())
     about = (f"micro Llama {n_params / 1e6:.1f}M params in head 1, K={args.heads} {args.head_type} heads, trained "
              f"{args.steps} steps of {args.batch}x{args.seq} tokens in {time.perf_counter() - t0:.1f}s (final CE per "
              f"head: {', '.join(f'{c:.2f}' for c in ce.tolist())}); {len(ids)} "
              f"{'held-out' if args.corpus == 'solutions' else 'memorised'} signature prompts")
-    return model, ids, tokenizer.eos_token_id, about
+    return model, ids, tune, tokenizer.eos_token_id, about
 
 
 # ---- SmolLM2 with trained sequential heads ------------------------------------------------------
 
 
-def smollm2_setup(args) -> tuple[MTPModel, list[torch.Tensor], list[int], str]:
+def smollm2_setup(args) -> tuple[MTPModel, list[torch.Tensor], list[torch.Tensor], list[int], str]:
     from weighted_mtp.config import load_config
     from weighted_mtp.eval.generate import eos_token_ids
     from weighted_mtp.eval.prompts import chat_prompt
@@ -142,16 +150,22 @@ def smollm2_setup(args) -> tuple[MTPModel, list[torch.Tensor], list[int], str]:
     tokenizer = load_tokenizer(run / "final")
     data_dir = embedded_data_dir(cfg.dataset.embedded.seed, cfg.dataset.embedded.n_problems)
     build_embedded_dataset(data_dir, seed=cfg.dataset.embedded.seed, n_problems=cfg.dataset.embedded.n_problems)
-    seen, ids = set(), []
-    for r in iter_records(data_dir / "test.jsonl"):  # held out: the heads trained on train-split prompts
-        if r.problem_id not in seen and len(ids) < args.prompts:
-            seen.add(r.problem_id)
-            ids.append(torch.tensor([tokenizer(chat_prompt(r.instruction, tokenizer), add_special_tokens=False)["input_ids"]]))
+
+    def encoded(split: str, n: int) -> list[torch.Tensor]:
+        seen, ids = set(), []
+        for r in iter_records(data_dir / f"{split}.jsonl"):  # held out: the heads trained on train-split prompts
+            if r.problem_id not in seen and len(ids) < n:
+                seen.add(r.problem_id)
+                ids.append(torch.tensor([tokenizer(chat_prompt(r.instruction, tokenizer),
+                                                   add_special_tokens=False)["input_ids"]]))
+        return ids
+
+    ids, tune = encoded("test", args.prompts), encoded("valid", args.tune_prompts)
     vocab = "the whole vocabulary" if model.draft_vocab is None else f"a {len(model.draft_vocab)}-token draft vocabulary"
     about = (f"SmolLM2-135M-Instruct (frozen) with {model.n_future_tokens - 1} {model.head_type} heads from {run} "
              f"({'cached' if built < 60 else f'trained in {built:.0f}s'}); drafts over {vocab}; {len(ids)} held-out "
              f"embedded test problems as chat prompts")
-    return model, ids, eos_token_ids(model.lm, tokenizer), about
+    return model, ids, tune, eos_token_ids(model.lm, tokenizer), about
 
 
 # ---- the measurement ----------------------------------------------------------------------------
@@ -173,9 +187,10 @@ def acceptance_by_head(accepted: list[int], offered: list[int], n: int) -> list[
     return out
 
 
-def compare(model: MTPModel, prompts: list[torch.Tensor], eos, max_new_tokens: int, repeats: int) -> None:
+def compare(model: MTPModel, prompts: list[torch.Tensor], eos, max_new_tokens: int, repeats: int,
+            headline: int) -> None:
     n_heads = model.n_future_tokens - 1
-    drafts = list(range(n_heads, 0, -1))  # all extra heads first: the headline
+    drafts = [headline] + [d for d in range(n_heads, 0, -1) if d != headline]  # the tuned count first
     names = ["plain"] + [f"spec_d{d}" for d in drafts]
     time_s = dict.fromkeys(names, 0.0)
     forwards = dict.fromkeys(names, 0)
@@ -219,14 +234,14 @@ def compare(model: MTPModel, prompts: list[torch.Tensor], eos, max_new_tokens: i
               f"{1e3 * time_s[name] / forwards[name]:>8.1f} {n_tokens / forwards[name]:>8.2f} "
               f"{n_tokens / time_s[name] / tps_plain:>11.2f}  {rates}")
     head = names[1]
-    rates = acceptance_by_head(accepted[head], offered[head], n_heads)
+    rates = acceptance_by_head(accepted[head], offered[head], headline)
     ms_plain, ms_pass = time_s["plain"] / forwards["plain"], time_s[head] / forwards[head]
     mean_acc = sum(accepted[head]) / max(len(accepted[head]), 1)
-    print(f"all {n_heads} extra heads: {mean_acc:.2f} drafts accepted per verification pass, "
+    print(f"tuned: {headline} of {n_heads} drafts: {mean_acc:.2f} drafts accepted per verification pass, "
           f"{n_tokens / forwards[head]:.2f} tokens per pass; a pass costs {ms_pass / ms_plain:.2f}x a plain step")
     if not all_same:
         raise SystemExit("self-speculative output differs from plain greedy")
-    print(f"ratio_tokens_per_s={n_tokens / time_s[head] / tps_plain:.2f} "
+    print(f"ratio_tokens_per_s={n_tokens / time_s[head] / tps_plain:.2f} drafts={headline} "
           f"tokens_per_pass={n_tokens / forwards[head]:.2f} "
           + " ".join(f"accept_head{k + 2}={r:.3f}" for k, r in enumerate(rates)))
 
@@ -238,7 +253,9 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=6)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=2, help="best of this many timed runs per prompt and variant")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for decoding (0 = torch default)")
+    p.add_argument("--tune-prompts", type=int, default=2,
+                   help="validation prompts the draft count is chosen on (eval.speculative.tune_drafts)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for decoding (0 = torch default)")
     p.add_argument("--heads-config", default=str(HEADS_CONFIG), help="smollm2: the stage mtp_heads config")
     p.add_argument("--override", action="append", default=[], help="smollm2: config override KEY=VALUE")
     p.add_argument("--heads", type=int, default=4, help="micro: n_future_tokens K (heads 2..K draft)")
@@ -257,13 +274,16 @@ def main() -> None:
         raise SystemExit("--heads must be >= 2: heads 2..K draft")
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, prompts, eos, about = (smollm2_setup if args.model == "smollm2" else micro_setup)(args)
+    model, prompts, tune, eos, about = (smollm2_setup if args.model == "smollm2" else micro_setup)(args)
     if args.threads:
         torch.set_num_threads(args.threads)  # training may have changed it
     print(about)
     print(f"max_new_tokens={args.max_new_tokens}, stop at EOS, threads={torch.get_num_threads()}, "
           f"best of {args.repeats}, variants interleaved")
-    compare(model, prompts, eos, args.max_new_tokens, args.repeats)
+    tuning = tune_drafts(model, tune, args.max_new_tokens, eos)
+    print(f"draft count tuned on {len(tune)} validation prompts: {tuning.drafts} (tokens/s by count: "
+          + ", ".join(f"{d}: {r:.1f}" for d, r in tuning.tokens_per_s.items()) + ")")
+    compare(model, prompts, eos, args.max_new_tokens, args.repeats, tuning.drafts)
 
 
 if __name__ == "__main__":

@@ -57,9 +57,25 @@ def test_completions_equal_batched_greedy(mtp_export):
     spec, stats = speculative_completions(model, tok, prompts, cfg, check=2)
     assert spec.texts == plain.texts
     assert stats["identical_to_plain_greedy"] is True and stats["checked_prompts"] == 2
-    assert stats["heads"] == 2 and len(stats["acceptance_by_head"]) == 2
+    assert stats["heads"] == 2 and len(stats["acceptance_by_head"]) == stats["drafts"]
     assert stats["passes"] == spec.forward_passes and stats["tokens_per_pass"] >= 1.0
     assert stats["speedup_vs_plain_greedy"] > 0
+    assert stats["drafts"] in (1, 2) and set(stats["drafts_tuned_tokens_per_s"]) == {0, 1, 2}
+    assert stats["drafts_tuned_tokens_per_s"][stats["drafts"]] == max(
+        v for d, v in stats["drafts_tuned_tokens_per_s"].items() if d > 0)
+
+
+def test_a_fixed_draft_count_is_used_and_checked(mtp_export):
+    from weighted_mtp.models.load import load_tokenizer
+
+    model, tok = load_mtp_model(mtp_export), load_tokenizer(mtp_export)
+    cfg = GenerationConfig(max_new_tokens=24, temperature=0.0, batch_size=1)
+    plain = generate_completions(model.lm, tok, ["def add(a, b):"], cfg)
+    spec, stats = speculative_completions(model, tok, ["def add(a, b):"], cfg, check=1, drafts=1)
+    assert spec.texts == plain.texts and stats["drafts"] == 1
+    assert len(stats["acceptance_by_head"]) == 1 and stats["drafts_tuned_tokens_per_s"] is None
+    with pytest.raises(ConfigError, match="--speculative-drafts must be in \\[0, 2\\]"):
+        speculative_completions(model, tok, ["def add(a, b):"], cfg, drafts=3)
 
 
 def test_eval_summary_records_speculative_decoding(mtp_export, tmp_path):

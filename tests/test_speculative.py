@@ -126,3 +126,47 @@ def test_errors(micro_model_dir, trained, tok):
         self_speculative_greedy(trained, prompt_ids(tok, "x"), 4, max_drafts=3)
     with pytest.raises(WMTPError, match=r"\[1, S\]"):
         self_speculative_greedy(trained, torch.zeros(2, 3, dtype=torch.long), 4)
+
+
+def test_best_draft_count_by_hand():
+    from weighted_mtp.eval.speculative import best_draft_count
+
+    assert best_draft_count({0: 10.0, 1: 12.0, 2: 13.5, 3: 11.0}) == 2
+    assert best_draft_count({0: 10.0, 1: 12.0, 2: 12.0, 3: 11.0}) == 1  # a tie goes to fewer drafts
+    assert best_draft_count({0: 20.0, 1: 12.0, 2: 9.0}) == 1  # none beats plain: still the best count
+    with pytest.raises(WMTPError, match="no draft count"):
+        best_draft_count({0: 10.0})
+
+
+def test_tune_drafts_keeps_the_count_with_the_most_tokens_per_second(trained, tok, monkeypatch):
+    """A fake clock charges each decode cost[d] per forward pass: the choice must follow the
+    measured time, not the pass count (3 drafts need the fewest passes but cost the most)."""
+    import weighted_mtp.eval.speculative as spec
+
+    cost = {0: 1.0, 1: 1.05, 2: 1.9}
+    clock = [0.0]
+    real_greedy, real_spec = spec.greedy_decode, spec.self_speculative_greedy
+    passes: dict[int, int] = {}
+
+    def greedy(*args, **kwargs):
+        out = real_greedy(*args, **kwargs)
+        clock[0] += cost[0] * out.n_forward
+        passes[0] = out.n_forward
+        return out
+
+    def drafting(*args, max_drafts, **kwargs):
+        out = real_spec(*args, max_drafts=max_drafts, **kwargs)
+        clock[0] += cost[max_drafts] * out.n_forward
+        passes[max_drafts] = out.n_forward
+        return out
+
+    monkeypatch.setattr(spec, "greedy_decode", greedy)
+    monkeypatch.setattr(spec, "self_speculative_greedy", drafting)
+    monkeypatch.setattr(spec.time, "perf_counter", lambda: clock[0])
+    tuning = spec.tune_drafts(trained, [prompt_ids(tok, PROMPTS[0])], 40)
+    assert set(tuning.tokens_per_s) == {0, 1, 2}
+    for d, rate in tuning.tokens_per_s.items():  # 40 tokens in passes[d] * cost[d] seconds
+        assert rate == pytest.approx(40 / (passes[d] * cost[d]))
+    expected = max((1, 2), key=lambda d: (40 / (passes[d] * cost[d]), -d))
+    assert passes[2] < passes[1] < passes[0] and tuning.drafts == expected
+    assert tuning.speedup == pytest.approx(tuning.tokens_per_s[expected] / tuning.tokens_per_s[0])

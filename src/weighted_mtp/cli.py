@@ -312,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="greedy decoding drafted by the checkpoint's MTP heads, one prompt at a time, same tokens "
                          "as plain greedy (auto: when --temperature 0 and the checkpoint has extra heads; the "
                          "summary records passes, acceptance and a measured speed-up)")
+    ev.add_argument("--speculative-drafts", type=int, default=0, metavar="D",
+                    help="drafts each speculative pass verifies (1..K-1); default 0: the fastest count, measured "
+                         "on the first prompts (recorded in the summary)")
     ev.add_argument("--threads", type=int, default=0, metavar="N",
                     help="torch threads for generation (default 0: torch's choice, one per core; on a machine "
                          "shared with other jobs, 1 avoids threads waiting on each other)")

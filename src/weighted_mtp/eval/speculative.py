@@ -34,6 +34,7 @@ includes a full [D, V] unembedding each.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -309,3 +310,59 @@ def _sequential_greedy(model, input_ids: Tensor, max_new_tokens: int, eos: set[i
                 break
         done = done or (should_stop is not None and should_stop(tokens))
     return SpeculativeResult(tokens=tokens, n_forward=n_forward, accepted_per_step=accepted, drafts_per_step=offered)
+
+
+@dataclass
+class DraftTuning:
+    """How many drafts to verify per pass, measured: tokens/s of plain greedy (key 0) and of
+    drafting with heads 2..d+1 (key d) on the same tuning prompts."""
+
+    drafts: int
+    tokens_per_s: dict[int, float]
+
+    @property
+    def speedup(self) -> float:
+        return self.tokens_per_s[self.drafts] / self.tokens_per_s[0]
+
+
+def best_draft_count(tokens_per_s: dict[int, float]) -> int:
+    """The draft count (>= 1) with the most tokens/s; a tie goes to fewer drafts (cheaper, and
+    less exposed to the far heads' lower acceptance)."""
+    counts = sorted(d for d in tokens_per_s if d >= 1)
+    if not counts:
+        raise WMTPError("no draft count was measured")
+    return max(counts, key=lambda d: (tokens_per_s[d], -d))
+
+
+def tune_drafts(model, prompts: Sequence[Tensor], max_new_tokens: int,
+                eos_token_id: int | Sequence[int] | None = None, repeats: int = 1) -> DraftTuning:
+    """Decode `prompts` plainly and with 1..K-1 drafts (one warm-up, then best of `repeats` per
+    prompt, the variants interleaved) and keep the draft count with the most tokens/s.
+
+    Why measure rather than predict: a verification pass over d+1 tokens costs what the
+    hardware makes it cost (on this CPU a 4-token pass costs 1.6x a 3-token one, while 2 and 3
+    tokens cost about the same as 1), and the far heads are right less often; which count pays
+    depends on both. Tune on prompts other than the ones being measured (validation prompts)."""
+    n_heads = model.n_future_tokens - 1
+    if n_heads < 1:
+        raise WMTPError("tuning drafts needs a model with extra MTP heads")
+    runs: dict[int, Callable[[Tensor], SpeculativeResult]] = {
+        0: lambda ids: greedy_decode(model, ids, max_new_tokens, eos_token_id)}
+    for d in range(1, n_heads + 1):
+        runs[d] = lambda ids, d=d: self_speculative_greedy(model, ids, max_new_tokens, eos_token_id, max_drafts=d)
+    seconds = dict.fromkeys(runs, 0.0)
+    tokens = 0
+    for ids in prompts:
+        for run in runs.values():  # warm-up
+            run(ids)
+        best = dict.fromkeys(runs, float("inf"))
+        for _ in range(max(1, repeats)):
+            for d, run in runs.items():
+                t0 = time.perf_counter()
+                out = run(ids)
+                best[d] = min(best[d], time.perf_counter() - t0)
+        tokens += len(out.tokens)  # every variant decodes the same tokens
+        for d in runs:
+            seconds[d] += best[d]
+    rates = {d: tokens / max(s, 1e-9) for d, s in seconds.items()}
+    return DraftTuning(best_draft_count(rates), rates)

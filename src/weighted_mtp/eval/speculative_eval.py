@@ -8,6 +8,11 @@ passes, tokens per pass, acceptance by head, and on the first `check` prompts a 
 batch-1 greedy decode of the same model, timed, with the tokens compared, so the summary holds
 a measured speed-up and an identity check rather than a promise.
 
+How many drafts each pass verifies (`--speculative-drafts`, default 0: tuned) is measured on
+the first prompts before the run (`eval.speculative.tune_drafts`): a longer draft is cheap on
+some hardware and costly on other, and the far heads are right less often. The choice and the
+tokens/s of every count are recorded; the tokens do not depend on it.
+
 Speculative decoding runs one prompt at a time: it buys latency. Batched generation of many
 prompts can have more throughput on the same machine; the summary's `generated_tokens_per_s`
 tells which was faster for a given run.
@@ -32,7 +37,7 @@ from weighted_mtp.eval.generate import (
     encode_prompts,
     eos_token_ids,
 )
-from weighted_mtp.eval.speculative import greedy_decode, self_speculative_greedy
+from weighted_mtp.eval.speculative import greedy_decode, self_speculative_greedy, tune_drafts
 from weighted_mtp.models.load import saved_dtype
 from weighted_mtp.models.mtp import MTPModel, MTP_CONFIG_FILE
 
@@ -73,10 +78,14 @@ def load_mtp_model(checkpoint: Path):
     return model.to(saved_dtype(checkpoint)).eval()
 
 
+TUNE_PROMPTS, TUNE_TOKENS = 2, 64
+
+
 def speculative_completions(model, tokenizer: Any, prompts: Sequence[str], cfg: GenerationConfig,
-                            check: int = 2) -> tuple[Generation, dict]:
+                            check: int = 2, drafts: int = 0) -> tuple[Generation, dict]:
     """Greedy completions of `prompts` (new text, stop sequences cut, as `generate_completions`
-    returns them) by self-speculative decoding, and its statistics."""
+    returns them) by self-speculative decoding, and its statistics. `drafts`: drafts verified
+    per pass (1..K-1), or 0 to measure which count is fastest on the first prompts."""
     if cfg.temperature != 0:
         raise ConfigError("speculative decoding is greedy: temperature must be 0")
     start = time.perf_counter()
@@ -95,11 +104,23 @@ def speculative_completions(model, tokenizer: Any, prompts: Sequence[str], cfg: 
     check_spec = check_plain = 0.0
     check_tokens, identical = 0, True
     device = next(lm.parameters()).device
-    for i, prompt_ids in enumerate(encode_prompts(tokenizer, prompts)):
+    encoded = encode_prompts(tokenizer, prompts)
+    n_heads = model.n_future_tokens - 1
+    if not 0 <= drafts <= n_heads:
+        raise ConfigError(f"--speculative-drafts must be in [0, {n_heads}] for this checkpoint (0: tuned), got {drafts}")
+    tuning = None
+    if drafts == 0:
+        tune_on = [torch.tensor([p], device=device) for p in encoded[:TUNE_PROMPTS]]
+        longest = max((len(p) for p in encoded[:TUNE_PROMPTS]), default=0)
+        budget = TUNE_TOKENS if ctx is None else min(TUNE_TOKENS, ctx - longest)
+        tuning = tune_drafts(model, tune_on, max(1, budget), eos) if n_heads > 1 and tune_on else None
+        drafts = tuning.drafts if tuning is not None else 1
+    for i, prompt_ids in enumerate(encoded):
         limit = cfg.max_new_tokens if ctx is None else min(cfg.max_new_tokens, ctx - len(prompt_ids))
         ids = torch.tensor([prompt_ids], device=device)
         t0 = time.perf_counter()
-        result = self_speculative_greedy(model, ids, limit, eos, should_stop=stopped if cfg.stop else None)
+        result = self_speculative_greedy(model, ids, limit, eos, max_drafts=drafts,
+                                         should_stop=stopped if cfg.stop else None)
         spent = time.perf_counter() - t0
         new = result.tokens
         if i < check:  # the same decode token by token: identical tokens, and the speed-up
@@ -115,14 +136,14 @@ def speculative_completions(model, tokenizer: Any, prompts: Sequence[str], cfg: 
         accepted += result.accepted_per_step
         offered += result.drafts_per_step
     seconds = time.perf_counter() - start - check_plain
-    n_heads = model.n_future_tokens - 1
     by_head = []
-    for k in range(1, n_heads + 1):
+    for k in range(1, drafts + 1):
         checked = sum(1 for a, o in zip(accepted, offered) if o >= k and a >= k - 1)
         by_head.append(round(sum(1 for a in accepted if a >= k) / checked, 4) if checked else None)
     passes = len(accepted) + len(prompts)
     stats = {
-        "heads": n_heads, "head_type": model.head_type,
+        "heads": n_heads, "head_type": model.head_type, "drafts": drafts,
+        "drafts_tuned_tokens_per_s": None if tuning is None else {d: round(r, 2) for d, r in tuning.tokens_per_s.items()},
         "draft_vocab": None if model.draft_vocab is None else len(model.draft_vocab),
         "passes": passes, "tokens_per_pass": round(sum(n_new) / max(passes, 1), 3),
         "acceptance_by_head": by_head,
