@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from weighted_mtp.clara.data import Stage1Example, Stage2Example, Stage3Example, write_stage
+from weighted_mtp.clara.text_corpus import mix_into
 from weighted_mtp.errors import ConfigError
 from weighted_mtp.files import building_dir
 from weighted_mtp.rag.passages import Passage, write_passages
@@ -185,10 +186,13 @@ def build_clara_data(world: World, *, k: int = 2, n_candidates: int = 8, seed: i
     return out
 
 
-def write_clara_data(out_dir: str | Path, world: World, **options) -> Path:
+def write_clara_data(out_dir: str | Path, world: World, *, text_docs: int = 0, **options) -> Path:
     """stage{1,2,3}_{split}.jsonl in upstream's formats and documents.jsonl (every profile, as
-    Passage JSONL) under out_dir, which is replaced as a whole. `options` are build_clara_data's."""
+    Passage JSONL) under out_dir, which is replaced as a whole. `options` are build_clara_data's;
+    `text_docs` > 0 mixes that many chunks of ordinary prose into stages 1-2 (`clara.text_corpus`)."""
     data = build_clara_data(world, **options)
+    if text_docs:
+        mix_into(data, text_docs, seed=options.get("seed", 0), k=options.get("k", 2))
     out = Path(out_dir)
     with building_dir(out) as tmp:
         for split in SPLITS:

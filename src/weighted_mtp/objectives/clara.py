@@ -54,11 +54,15 @@ class ClaraSectionConfig:
     fresh_generator: bool = False
     world_seed: int = 0
     train_docs: int = 96
+    # Chunks of ordinary prose (the standard library's pydoc topics) mixed into embedded:clara's
+    # stages 1-2, so the compressor learns to read text, not the world's templates. 0: none.
+    text_docs: int = 0
     memory_norm: Literal["none", "standardize"] = "none"
 
     def validate(self, source: str) -> None:
         check(self.top_k >= 1, source, "clara.top_k", "must be >= 1")
         check(self.train_docs >= 1, source, "clara.train_docs", "must be >= 1")
+        check(self.text_docs >= 0, source, "clara.text_docs", "must be >= 0")
         check(self.compression_rate >= 1, source, "clara.compression_rate", "must be >= 1")
         check(self.temperature >= 0, source, "clara.temperature", "must be >= 0")
 
