@@ -18,6 +18,8 @@ OBJECTIVES: dict[str, type] = {}
 # Top-level config sections owned by objectives: every config has each one (defaults when the file
 # does not set it), read as `cfg.<name>`; the root schema (`config/schema.py`) lists none of them.
 SECTIONS: dict[str, type] = {}
+# Stage -> the section its objective owns (a stage reads no other objective's section).
+STAGE_SECTION: dict[str, str] = {}
 # Dataclasses of method fields inside a root section: "training" (the critic's loss, the
 # weighting), "models" (the critic, the Rho-1 reference). `config.schema.with_method_fields` adds
 # them to TrainingConfig / ModelsConfig.
@@ -43,6 +45,8 @@ def register_objective(*stages: str, section: tuple[str, type] | None = None, tr
             if name in SECTIONS and SECTIONS[name] is not config_cls:
                 raise ValueError(f"config section '{name}' is already registered to {SECTIONS[name].__name__}")
             SECTIONS[name] = config_cls
+            for stage in stages:
+                STAGE_SECTION[stage] = name
         for root, extra in (("training", training), ("models", models)):
             for fields in extra:
                 if fields not in METHOD_FIELDS[root]:

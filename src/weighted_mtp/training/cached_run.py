@@ -15,6 +15,7 @@ from pathlib import Path
 
 from weighted_mtp.cache import cache_root
 from weighted_mtp.config.load import config_to_dict
+from weighted_mtp.config.registry import SECTIONS, STAGE_SECTION
 from weighted_mtp.config.schema import Config
 from weighted_mtp.files import make_build_dir
 from weighted_mtp.training.loop import train
@@ -23,7 +24,11 @@ RUNS_DIR = "runs"
 
 
 def run_key(cfg: Config) -> str:
-    return hashlib.sha256(json.dumps(config_to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The resolved config's hash, without the sections of other methods (`clara:` does not
+    change an `mtp_heads` run, and a field added there must not orphan its cached runs)."""
+    own = STAGE_SECTION.get(cfg.experiment.stage)
+    relevant = {k: v for k, v in config_to_dict(cfg).items() if k not in SECTIONS or k == own}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def cached_run(cfg: Config, *, show_progress: bool = False) -> Path:
