@@ -51,7 +51,7 @@ import torch  # noqa: E402
 
 from weighted_mtp.data.embedded import build_embedded_dataset  # noqa: E402
 from weighted_mtp.data.records import iter_records  # noqa: E402
-from weighted_mtp.eval.speculative import greedy_decode, self_speculative_greedy, tune_drafts  # noqa: E402
+from weighted_mtp.eval.speculative import acceptance_by_head, time_decoders, tune_drafts  # noqa: E402
 from weighted_mtp.losses.mtp_loss import mtp_cross_entropy  # noqa: E402
 from weighted_mtp.models.load import load_tokenizer  # noqa: E402
 from weighted_mtp.models.micro import embedded_data_dir, ensure_micro_model  # noqa: E402
@@ -171,79 +171,52 @@ def smollm2_setup(args) -> tuple[MTPModel, list[torch.Tensor], list[torch.Tensor
 # ---- the measurement ----------------------------------------------------------------------------
 
 
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
-
-
-def acceptance_by_head(accepted: list[int], offered: list[int], n: int) -> list[float]:
-    """Head k+1's acceptance: passes where its draft was accepted / passes where it was offered
-    and every earlier draft of the pass was accepted (so it was actually checked)."""
-    out = []
-    for k in range(1, n + 1):
-        checked = sum(1 for a, o in zip(accepted, offered) if o >= k and a >= k - 1)
-        out.append(sum(1 for a in accepted if a >= k) / checked if checked else float("nan"))
-    return out
-
-
 def compare(model: MTPModel, prompts: list[torch.Tensor], eos, max_new_tokens: int, repeats: int,
             headline: int) -> None:
+    """Plain greedy (d = 0) and every draft count d on each prompt (`time_decoders`: warm-up, then
+    best of `repeats`, interleaved); the tuned count `headline` makes the last line."""
     n_heads = model.n_future_tokens - 1
-    drafts = [headline] + [d for d in range(n_heads, 0, -1) if d != headline]  # the tuned count first
-    names = ["plain"] + [f"spec_d{d}" for d in drafts]
-    time_s = dict.fromkeys(names, 0.0)
-    forwards = dict.fromkeys(names, 0)
-    accepted: dict[str, list[int]] = {n: [] for n in names}
-    offered: dict[str, list[int]] = {n: [] for n in names}
+    counts = [0, headline] + [d for d in range(n_heads, 0, -1) if d != headline]  # the tuned count first
+    time_s = dict.fromkeys(counts, 0.0)
+    forwards = dict.fromkeys(counts, 0)
+    accepted: dict[int, list[int]] = {d: [] for d in counts}
+    offered: dict[int, list[int]] = {d: [] for d in counts}
     n_tokens, all_same = 0, True
     print(f"{'prompt':>6} {'tokens':>6} {'same':>5} {'plain_s':>8} {'spec_s':>8} {'passes':>7} {'tok/pass':>8}")
     for i, ids in enumerate(prompts):
-        runs = {"plain": lambda: greedy_decode(model, ids, max_new_tokens, eos)}
-        for d in drafts:
-            runs[f"spec_d{d}"] = lambda d=d: self_speculative_greedy(model, ids, max_new_tokens, eos, max_drafts=d)
-        for fn in runs.values():  # warm-up
-            fn()
-        best = dict.fromkeys(names, float("inf"))
-        results = {}
-        for _ in range(repeats):
-            for name, fn in runs.items():
-                t, results[name] = timed(fn)
-                best[name] = min(best[name], t)
-        plain = results["plain"]
+        timed = time_decoders(model, ids, max_new_tokens, eos, counts, repeats)
+        plain = timed[0][1]
         n_tokens += len(plain.tokens)
-        for name in names:
-            all_same &= results[name].tokens == plain.tokens
-            time_s[name] += best[name]
-            forwards[name] += results[name].n_forward
-            accepted[name] += results[name].accepted_per_step
-            offered[name] += results[name].drafts_per_step
-        head = results[names[1]]
-        print(f"{i:>6} {len(plain.tokens):>6} {str(all(r.tokens == plain.tokens for r in results.values())):>5} "
-              f"{best['plain']:>8.3f} {best[names[1]]:>8.3f} {head.n_forward:>7} "
+        same = all(result.tokens == plain.tokens for _, result in timed.values())
+        all_same &= same
+        for d, (seconds, result) in timed.items():
+            time_s[d] += seconds
+            forwards[d] += result.n_forward
+            accepted[d] += result.accepted_per_step
+            offered[d] += result.drafts_per_step
+        spent, head = timed[headline]
+        print(f"{i:>6} {len(plain.tokens):>6} {str(same):>5} {timed[0][0]:>8.3f} {spent:>8.3f} {head.n_forward:>7} "
               f"{len(head.tokens) / head.n_forward:>8.2f}")
 
     print(f"outputs identical to plain greedy: {all_same} ({n_tokens} tokens)")
     print(f"{'variant':<9} {'drafts':>6} {'time_s':>8} {'tokens/s':>9} {'passes':>7} {'ms/pass':>8} "
           f"{'tok/pass':>8} {'ratio_tok/s':>11}  acceptance by head (2, 3, ...)")
-    tps_plain = n_tokens / time_s["plain"]
-    for name in names:
-        d = 0 if name == "plain" else int(name.split("_d")[1])
-        rates = " ".join(f"{r:.1%}" for r in acceptance_by_head(accepted[name], offered[name], d)) if d else "-"
-        print(f"{name:<9} {d:>6} {time_s[name]:>8.3f} {n_tokens / time_s[name]:>9.1f} {forwards[name]:>7} "
-              f"{1e3 * time_s[name] / forwards[name]:>8.1f} {n_tokens / forwards[name]:>8.2f} "
-              f"{n_tokens / time_s[name] / tps_plain:>11.2f}  {rates}")
-    head = names[1]
-    rates = acceptance_by_head(accepted[head], offered[head], headline)
-    ms_plain, ms_pass = time_s["plain"] / forwards["plain"], time_s[head] / forwards[head]
-    mean_acc = sum(accepted[head]) / max(len(accepted[head]), 1)
+    tps_plain = n_tokens / time_s[0]
+    for d in counts:
+        rates = " ".join(f"{r:.1%}" for r in acceptance_by_head(accepted[d], offered[d], d) if r is not None) or "-"
+        print(f"{'plain' if d == 0 else f'spec_d{d}':<9} {d:>6} {time_s[d]:>8.3f} {n_tokens / time_s[d]:>9.1f} "
+              f"{forwards[d]:>7} {1e3 * time_s[d] / forwards[d]:>8.1f} {n_tokens / forwards[d]:>8.2f} "
+              f"{n_tokens / time_s[d] / tps_plain:>11.2f}  {rates}")
+    rates = acceptance_by_head(accepted[headline], offered[headline], headline)
+    ms_plain, ms_pass = time_s[0] / forwards[0], time_s[headline] / forwards[headline]
+    mean_acc = sum(accepted[headline]) / max(len(accepted[headline]), 1)
     print(f"tuned: {headline} of {n_heads} drafts: {mean_acc:.2f} drafts accepted per verification pass, "
-          f"{n_tokens / forwards[head]:.2f} tokens per pass; a pass costs {ms_pass / ms_plain:.2f}x a plain step")
+          f"{n_tokens / forwards[headline]:.2f} tokens per pass; a pass costs {ms_pass / ms_plain:.2f}x a plain step")
     if not all_same:
         raise SystemExit("self-speculative output differs from plain greedy")
-    print(f"ratio_tokens_per_s={n_tokens / time_s[head] / tps_plain:.2f} drafts={headline} "
-          f"tokens_per_pass={n_tokens / forwards[head]:.2f} "
-          + " ".join(f"accept_head{k + 2}={r:.3f}" for k, r in enumerate(rates)))
+    print(f"ratio_tokens_per_s={n_tokens / time_s[headline] / tps_plain:.2f} drafts={headline} "
+          f"tokens_per_pass={n_tokens / forwards[headline]:.2f} "
+          + " ".join(f"accept_head{k + 2}={float('nan') if r is None else r:.3f}" for k, r in enumerate(rates)))
 
 
 def main() -> None:

@@ -170,3 +170,12 @@ def test_tune_drafts_keeps_the_count_with_the_most_tokens_per_second(trained, to
     expected = max((1, 2), key=lambda d: (40 / (passes[d] * cost[d]), -d))
     assert passes[2] < passes[1] < passes[0] and tuning.drafts == expected
     assert tuning.speedup == pytest.approx(tuning.tokens_per_s[expected] / tuning.tokens_per_s[0])
+
+
+def test_acceptance_by_head_by_hand():
+    from weighted_mtp.eval.speculative import acceptance_by_head
+
+    # 4 passes offering 2 drafts: accepted 0, 1, 2, 2. Head 2 was checked in all 4 and accepted in 3;
+    # head 3 was checked where head 2 was accepted (3 passes) and accepted in 2; head 4 never offered.
+    assert acceptance_by_head([0, 1, 2, 2], [2, 2, 2, 2], 3) == [0.75, 2 / 3, None]
+    assert acceptance_by_head([1, 0], [1, 0], 1) == [1.0]  # a pass offering no draft checks nothing

@@ -66,8 +66,9 @@ def text_examples(n_docs: int, seed: int, *, k: int = 1, valid_docs: int = 48,
     gold chunk among `k` documents (the others: chunks of the same split without the answer)."""
     if n_docs < 1 or valid_docs < 1:
         raise ConfigError(f"text_examples needs n_docs >= 1 and valid_docs >= 1, got {n_docs} and {valid_docs}")
-    chunks = list({c.text: c for c in reversed(chunk_text(python_doc_paragraphs(), max_words=max_words))}.values())
-    chunks.reverse()  # one chunk per text (the first), in corpus order
+    every = chunk_text(python_doc_paragraphs(), max_words=max_words)
+    last = {c.text: i for i, c in enumerate(every)}  # sentences repeated across topics repeat a few chunks:
+    chunks = [c for i, c in enumerate(every) if last[c.text] == i]  # each text once, at its last place
     if valid_docs >= len(chunks):
         raise ConfigError(f"only {len(chunks)} text chunks; valid_docs={valid_docs} leaves none to train on")
     order = [chunks[i] for i in np.random.default_rng([seed, 7]).permutation(len(chunks))]

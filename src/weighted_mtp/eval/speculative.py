@@ -334,35 +334,58 @@ def best_draft_count(tokens_per_s: dict[int, float]) -> int:
     return max(counts, key=lambda d: (tokens_per_s[d], -d))
 
 
+def acceptance_by_head(accepted: Sequence[int], offered: Sequence[int], n: int) -> list[float | None]:
+    """Head k+1's acceptance for k = 1..n: passes that accepted its draft / passes where it was
+    checked (offered, and every earlier draft of the pass accepted). None where never checked."""
+    out: list[float | None] = []
+    for k in range(1, n + 1):
+        checked = sum(1 for a, o in zip(accepted, offered) if o >= k and a >= k - 1)
+        out.append(sum(1 for a in accepted if a >= k) / checked if checked else None)
+    return out
+
+
+def time_decoders(model, ids: Tensor, max_new_tokens: int, eos_token_id: int | Sequence[int] | None,
+                  drafts: Sequence[int], repeats: int = 1) -> dict[int, tuple[float, SpeculativeResult]]:
+    """{d: (best seconds, result)} for plain greedy (d = 0) and drafting with d heads, on one
+    prompt: one warm-up of each, then `repeats` rounds with the decoders interleaved."""
+    def run(d: int) -> SpeculativeResult:
+        if d == 0:
+            return greedy_decode(model, ids, max_new_tokens, eos_token_id)
+        return self_speculative_greedy(model, ids, max_new_tokens, eos_token_id, max_drafts=d)
+
+    for d in drafts:
+        run(d)
+    best: dict[int, tuple[float, SpeculativeResult]] = {}
+    for _ in range(max(1, repeats)):
+        for d in drafts:
+            t0 = time.perf_counter()
+            out = run(d)
+            seconds = time.perf_counter() - t0
+            if d not in best or seconds < best[d][0]:
+                best[d] = (seconds, out)
+    return best
+
+
 def tune_drafts(model, prompts: Sequence[Tensor], max_new_tokens: int,
                 eos_token_id: int | Sequence[int] | None = None, repeats: int = 1) -> DraftTuning:
-    """Decode `prompts` plainly and with 1..K-1 drafts (one warm-up, then best of `repeats` per
-    prompt, the variants interleaved) and keep the draft count with the most tokens/s.
+    """Decode `prompts` plainly and with 1..K-1 drafts (`time_decoders`) and keep the draft count
+    with the most tokens/s.
 
     Why measure rather than predict: a verification pass over d+1 tokens costs what the
     hardware makes it cost (on this CPU a 4-token pass costs 1.6x a 3-token one, while 2 and 3
     tokens cost about the same as 1), and the far heads are right less often; which count pays
-    depends on both. Tune on prompts other than the ones being measured (validation prompts)."""
+    depends on both. When the speed-up is itself the measurement, tune on other prompts
+    (validation prompts), as benchmarks/speculative.py does."""
     n_heads = model.n_future_tokens - 1
     if n_heads < 1:
         raise WMTPError("tuning drafts needs a model with extra MTP heads")
-    runs: dict[int, Callable[[Tensor], SpeculativeResult]] = {
-        0: lambda ids: greedy_decode(model, ids, max_new_tokens, eos_token_id)}
-    for d in range(1, n_heads + 1):
-        runs[d] = lambda ids, d=d: self_speculative_greedy(model, ids, max_new_tokens, eos_token_id, max_drafts=d)
-    seconds = dict.fromkeys(runs, 0.0)
+    counts = range(n_heads + 1)
+    seconds = dict.fromkeys(counts, 0.0)
     tokens = 0
     for ids in prompts:
-        for run in runs.values():  # warm-up
-            run(ids)
-        best = dict.fromkeys(runs, float("inf"))
-        for _ in range(max(1, repeats)):
-            for d, run in runs.items():
-                t0 = time.perf_counter()
-                out = run(ids)
-                best[d] = min(best[d], time.perf_counter() - t0)
-        tokens += len(out.tokens)  # every variant decodes the same tokens
-        for d in runs:
-            seconds[d] += best[d]
+        timed = time_decoders(model, ids, max_new_tokens, eos_token_id, counts, repeats)
+        tokens += len(timed[0][1].tokens)  # every decoder gives the same tokens
+        for d in counts:
+            seconds[d] += timed[d][0]
     rates = {d: tokens / max(s, 1e-9) for d, s in seconds.items()}
     return DraftTuning(best_draft_count(rates), rates)

@@ -37,7 +37,7 @@ from weighted_mtp.eval.generate import (
     encode_prompts,
     eos_token_ids,
 )
-from weighted_mtp.eval.speculative import greedy_decode, self_speculative_greedy, tune_drafts
+from weighted_mtp.eval.speculative import acceptance_by_head, greedy_decode, self_speculative_greedy, tune_drafts
 from weighted_mtp.models.load import saved_dtype
 from weighted_mtp.models.mtp import MTPModel, MTP_CONFIG_FILE
 
@@ -136,10 +136,7 @@ def speculative_completions(model, tokenizer: Any, prompts: Sequence[str], cfg: 
         accepted += result.accepted_per_step
         offered += result.drafts_per_step
     seconds = time.perf_counter() - start - check_plain
-    by_head = []
-    for k in range(1, drafts + 1):
-        checked = sum(1 for a, o in zip(accepted, offered) if o >= k and a >= k - 1)
-        by_head.append(round(sum(1 for a in accepted if a >= k) / checked, 4) if checked else None)
+    by_head = [None if r is None else round(r, 4) for r in acceptance_by_head(accepted, offered, drafts)]
     passes = len(accepted) + len(prompts)
     stats = {
         "heads": n_heads, "head_type": model.head_type, "drafts": drafts,
